@@ -1,0 +1,1 @@
+"""``headend`` subcommands, one module per command group; each exposes ``register(app)``."""

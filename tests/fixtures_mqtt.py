@@ -1,0 +1,1 @@
+"""MQTT broker fixtures (owned by the MQTT adapter)."""
