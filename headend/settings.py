@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from headend.fleetconfig import DaemonSettings
 from protocols.errors import ConfigError
 
 __all__ = ["DatabaseSettings", "MqttSettings", "Settings", "default_data_dir", "load_settings"]
@@ -73,6 +74,7 @@ class Settings(BaseSettings):
     secrets_file: Path | None = Field(default=None, description="TOML file with meter passwords and operator codes")
     database: DatabaseSettings = DatabaseSettings()
     mqtt: MqttSettings = MqttSettings()
+    daemon: DaemonSettings = DaemonSettings()  # collection daemon: channels, meters, read plans
 
     @classmethod
     def settings_customise_sources(
