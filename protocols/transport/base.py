@@ -1,0 +1,168 @@
+"""One byte-channel abstraction over RS-485 serial and TCP (after python-can's ``BusABC``).
+
+A channel moves raw bytes; framing belongs to the protocol on top. Backends implement
+``_open``, ``_close`` and ``_write``, and push received chunks with ``_data_received``;
+the base class does the waiting (response and inter-byte timeouts), the bus turnaround
+delay and the frame trace (``headend.trace`` logger at level 5), once for all backends.
+
+Backends are registered by URL scheme in :data:`BACKENDS` and imported lazily, so a
+machine without pyserial can still use TCP.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import importlib
+import logging
+import time
+from typing import Any
+
+from protocols.errors import ConfigError, NoResponseError, TransportError
+from protocols.transport.url import ChannelSpec
+
+__all__ = ["BACKENDS", "TRACE", "TRACE_LOG", "ChannelABC", "open_channel"]
+
+LOGGER = logging.getLogger(__name__)
+TRACE = 5
+TRACE_LOG = logging.getLogger("headend.trace")
+
+# scheme -> (module, class)
+BACKENDS: dict[str, tuple[str, str]] = {
+    "serial": ("protocols.transport.serial", "SerialChannel"),
+    "tcp": ("protocols.transport.tcp", "TcpChannel"),
+}
+
+
+class ChannelABC(abc.ABC):
+    """A half-duplex byte channel. Not safe for concurrent requests: callers arbitrate.
+
+    ``read_chunk(within)`` returns the next chunk of received bytes; protocol code
+    calls it with the response timeout for the first byte and then with
+    :attr:`ChannelSpec.inter_byte_timeout` until its frame is complete.
+    """
+
+    def __init__(self, spec: ChannelSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self._chunks: asyncio.Queue[bytes | BaseException] = asyncio.Queue()
+        self._last_rx = 0.0
+        self._opened = False
+        self.bytes_tx = 0
+        self.bytes_rx = 0
+
+    # -- backend hooks -------------------------------------------------------------
+    @abc.abstractmethod
+    async def _open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _close(self) -> None: ...
+
+    @abc.abstractmethod
+    def _write(self, data: bytes) -> None: ...
+
+    def _data_received(self, data: bytes) -> None:
+        self._last_rx = time.monotonic()
+        self.bytes_rx += len(data)
+        self._chunks.put_nowait(data)
+
+    def _connection_lost(self, exc: BaseException | None) -> None:
+        if self._opened:
+            self._opened = False
+            self._chunks.put_nowait(TransportError(f"{self.name}: connection lost ({exc or 'closed by peer'})"))
+
+    # -- public API ---------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self._opened
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        try:
+            await self._open()
+        except TransportError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise TransportError(f"cannot open {self.name}: {exc}") from exc
+        self._opened = True
+        self._chunks = asyncio.Queue()
+        LOGGER.debug("opened channel %s", self.name)
+
+    async def aclose(self) -> None:
+        if not self._opened:
+            return
+        self._opened = False
+        try:
+            await self._close()
+        finally:
+            LOGGER.debug("closed channel %s", self.name)
+
+    async def __aenter__(self) -> ChannelABC:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def discard_input(self) -> int:
+        """Drop everything received but not yet read (stale bytes before a new request)."""
+        n = 0
+        while not self._chunks.empty():
+            item = self._chunks.get_nowait()
+            if isinstance(item, BaseException):
+                self._chunks.put_nowait(item)
+                break
+            n += len(item)
+        return n
+
+    async def send(self, data: bytes) -> None:
+        """Write one request, after the bus turnaround delay since the last reception."""
+        if not self._opened:
+            await self.open()
+        wait = self._last_rx + self.spec.turnaround - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if TRACE_LOG.isEnabledFor(TRACE):
+            TRACE_LOG.log(TRACE, "%s %s %s", self.name, "TX", data.hex(" "))
+        try:
+            self._write(data)
+        except OSError as exc:
+            raise TransportError(f"{self.name}: write failed: {exc}") from exc
+        self.bytes_tx += len(data)
+
+    async def read_chunk(self, within: float) -> bytes:
+        """Next received chunk; :class:`NoResponseError` if none within ``within`` seconds."""
+        try:
+            async with asyncio.timeout(max(within, 0.0)):
+                item = await self._chunks.get()
+        except TimeoutError:
+            raise NoResponseError(f"{self.name}: no data within {within:.3g} s") from None
+        if isinstance(item, BaseException):
+            raise item
+        if TRACE_LOG.isEnabledFor(TRACE):
+            TRACE_LOG.log(TRACE, "%s %s %s", self.name, "RX", item.hex(" "))
+        return item
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec}>"
+
+
+def open_channel(url: str | ChannelSpec, **options: Any) -> ChannelABC:
+    """Build (not yet open) the channel for a URL: ``serial:///dev/ttyUSB0?baud=2400`` or ``tcp://h:p``.
+
+    ``options`` override URL fields (``timeout=``, ``turnaround=``, ``parity=`` ...).
+    """
+    spec = url if isinstance(url, ChannelSpec) else ChannelSpec.parse(url)
+    if options:
+        try:
+            spec = spec.with_options(**options)
+        except TypeError as exc:
+            raise ConfigError(f"bad channel option: {exc}") from None
+    try:
+        module_name, class_name = BACKENDS[spec.scheme]
+    except KeyError:
+        raise ConfigError(f"no channel backend for scheme {spec.scheme!r}; known: {sorted(BACKENDS)}") from None
+    cls = getattr(importlib.import_module(module_name), class_name)
+    channel: ChannelABC = cls(spec)
+    return channel
