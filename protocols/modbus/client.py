@@ -1,0 +1,559 @@
+"""Modbus RTU/TCP client: the ONLY module of the project that imports pymodbus.
+
+pymodbus changes its API in minor releases (3.10 renamed ``slave=``, 3.13 deprecated
+the datastores), so it is pinned to one minor version and wrapped here. Everything
+else talks to :class:`ModbusClient` (a :class:`~protocols.client.MeterClient`, plus
+:class:`~protocols.client.LoadControl` and :class:`~protocols.client.RelayControl`).
+
+Who owns what:
+
+* pymodbus retries are off (``retries=0``) and its "disconnect after N silent
+  requests" counter is set out of reach (``set_max_no_responses``): one silent
+  device on a multi-drop RS-485 line must not drop the whole line (pymodbus#1654).
+* Retries, the per-device :class:`~protocols.arbitration.CircuitBreaker`, the
+  one-request-at-a-time :class:`~protocols.arbitration.PriorityLock` and reconnects
+  (``reconnect_delay=0``: pymodbus never reconnects on its own) live here.
+* Errors arrive two ways, a raised ``ModbusException`` or a response whose
+  ``isError()`` is true; both become :mod:`protocols.errors` exceptions.
+
+Channel URLs are the project's (:class:`~protocols.transport.url.ChannelSpec`) plus
+one Modbus option, the register map: ``tcp://10.0.0.5:502?map=dtsu666`` or
+``serial:///dev/ttyUSB0?baud=9600&parity=N&map=generic_terminal``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
+
+from protocols.arbitration import BreakerPolicy, CircuitBreaker, Priority, PriorityLock
+from protocols.client import (
+    ControlResult,
+    LoadCommand,
+    LoadControl,
+    LoadControlRequest,
+    MeterClient,
+    RelayCommand,
+    RelayControl,
+    RelayRequest,
+    RelayState,
+)
+from protocols.errors import (
+    ConfigError,
+    DeviceError,
+    LocalProtocolError,
+    NoResponseError,
+    RemoteProtocolError,
+    TransportError,
+    UnknownOutcomeError,
+)
+from protocols.modbus.maps import (
+    EXCEPTION_NAMES,
+    DataType,
+    Function,
+    Point,
+    RegisterMap,
+    decode_block,
+    decode_registers,
+    encode_value,
+    load_map,
+    plan_reads,
+)
+from protocols.reading import Reading
+from protocols.transport.url import ChannelSpec
+
+__all__ = [
+    "DEFAULT_MAP",
+    "ModbusClient",
+    "ModbusLink",
+    "bare_tcp_poll",
+    "purchase_sequence",
+    "split_modbus_url",
+]
+
+LOGGER = logging.getLogger(__name__)
+TRACE_LOG = logging.getLogger("headend.trace")
+TRACE = 5
+
+DEFAULT_MAP = "generic_terminal"
+
+# pymodbus logs every silent request at ERROR with a frame dump; the head-end reports
+# those itself (typed errors, breaker transitions logged once), so keep pymodbus quiet
+# unless someone configured its logger on purpose.
+_PYMODBUS_LOG = logging.getLogger("pymodbus.logging")
+if _PYMODBUS_LOG.level == logging.NOTSET:
+    _PYMODBUS_LOG.setLevel(logging.CRITICAL)
+NEVER_DISCONNECT = 1 << 30  # pymodbus' no-response counter limit: out of reach
+
+
+def split_modbus_url(url: str) -> tuple[str, dict[str, str]]:
+    """Strip the Modbus-only query options (``map``) from a channel URL.
+
+    Returns the URL :meth:`ChannelSpec.parse` accepts and the stripped options.
+    """
+    parts = urlsplit(url)
+    q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    mine = {k: q.pop(k) for k in ("map",) if k in q}
+    return urlunsplit(parts._replace(query=urlencode(q))), mine
+
+
+def purchase_sequence(request_id: str) -> int:
+    """The 31-bit order number a top-up carries, derived from the request id.
+
+    The terminal applies an order number once, so re-sending the same request after
+    an unknown outcome cannot credit the balance twice.
+    """
+    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:4], "big") & 0x7FFF_FFFF
+
+
+class ModbusLink:
+    """One pymodbus connection (a TCP socket or a serial line) with typed errors.
+
+    Not arbitrated: :class:`ModbusClient` serialises calls with its PriorityLock.
+    """
+
+    def __init__(self, spec: ChannelSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.last_tx = b""
+        self.last_rx = b""
+        self._connect_failed_at = 0.0
+        common: dict[str, Any] = {
+            "timeout": spec.timeout,
+            "retries": 0,  # retries are ours (per device, with the breaker)
+            "reconnect_delay": 0,  # reconnects are ours: pymodbus must not loop on its own
+            "trace_packet": self._trace,
+        }
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient
+        if spec.scheme == "tcp":
+            self._client = AsyncModbusTcpClient(spec.host, port=spec.port, **common)
+        elif spec.scheme == "serial":
+            self._client = AsyncModbusSerialClient(
+                spec.path,
+                framer=FramerType.RTU,
+                baudrate=spec.baud,
+                bytesize=spec.bytesize,
+                parity=spec.parity,
+                stopbits=spec.stopbits,
+                **common,
+            )
+        else:  # pragma: no cover - ChannelSpec.parse only yields these two
+            raise ConfigError(f"Modbus cannot use a {spec.scheme!r} channel")
+        self._client.set_max_no_responses(NEVER_DISCONNECT)
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if sending:
+            self.last_tx = data
+        else:
+            self.last_rx = data
+        if TRACE_LOG.isEnabledFor(TRACE):
+            TRACE_LOG.log(TRACE, "%s %s %s", self.name, "TX" if sending else "RX", data.hex(" "))
+        return data
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._client.connected)
+
+    async def ensure_open(self) -> None:
+        if self._client.connected:
+            return
+        ok = await self._client.connect()
+        if not ok:
+            raise TransportError(f"cannot open Modbus channel {self.name}")
+        LOGGER.info("modbus channel %s open", self.name)
+
+    def close(self) -> None:
+        self._client.close()
+
+    async def _call(self, what: str, device_id: int, op: Callable[[], Awaitable[Any]]) -> Any:
+        await self.ensure_open()
+        self.last_rx = b""
+        try:
+            rr = await op()
+        except ModbusIOException as exc:
+            raise NoResponseError(f"no response from unit {device_id} on {self.name} ({what})") from exc
+        except ConnectionException as exc:
+            self.close()
+            raise TransportError(f"Modbus channel {self.name} lost: {exc}") from exc
+        except ModbusException as exc:
+            raise RemoteProtocolError(f"{what} on {self.name}: {exc}") from exc
+        except OSError as exc:
+            self.close()
+            raise TransportError(f"Modbus channel {self.name}: {exc}") from exc
+        if rr is None:
+            raise NoResponseError(f"no response from unit {device_id} on {self.name} ({what})")
+        if rr.isError():
+            code = int(getattr(rr, "exception_code", 0))
+            name = EXCEPTION_NAMES.get(code, f"exception_{code:#04x}")
+            raise DeviceError(
+                f"unit {device_id} refused {what}: {name} ({code})",
+                code=code,
+                flags=(name,),
+                device=str(device_id),
+            )
+        return rr
+
+    async def read(self, function: Function, address: int, count: int, device_id: int) -> list[int]:
+        """Registers (or 0/1 bits) of one read request."""
+        c = self._client
+        what = f"read {function} {address}+{count}"
+        if function is Function.COILS:
+            rr = await self._call(what, device_id, lambda: c.read_coils(address, count=count, device_id=device_id))
+        elif function is Function.DISCRETE:
+            rr = await self._call(
+                what, device_id, lambda: c.read_discrete_inputs(address, count=count, device_id=device_id)
+            )
+        elif function is Function.HOLDING:
+            rr = await self._call(
+                what, device_id, lambda: c.read_holding_registers(address, count=count, device_id=device_id)
+            )
+        else:
+            rr = await self._call(
+                what, device_id, lambda: c.read_input_registers(address, count=count, device_id=device_id)
+            )
+        if function.is_bit:
+            bits = [1 if b else 0 for b in rr.bits[:count]]
+            if len(bits) < count:
+                raise RemoteProtocolError(f"short bit read from unit {device_id}: {len(bits)} of {count}")
+            return bits
+        regs = [int(r) for r in rr.registers]
+        if len(regs) != count:
+            raise RemoteProtocolError(f"unit {device_id} returned {len(regs)} registers, asked {count}")
+        return regs
+
+    async def write(self, function: Function, address: int, words: Sequence[int], device_id: int) -> None:
+        """FC05 for one coil, FC15 for several; FC16 for registers."""
+        c = self._client
+        what = f"write {function} {address}+{len(words)}"
+        if function is Function.COILS:
+            if len(words) == 1:
+                await self._call(what, device_id, lambda: c.write_coil(address, bool(words[0]), device_id=device_id))
+            else:
+                await self._call(
+                    what, device_id, lambda: c.write_coils(address, [bool(w) for w in words], device_id=device_id)
+                )
+        elif function is Function.HOLDING:
+            await self._call(what, device_id, lambda: c.write_registers(address, list(words), device_id=device_id))
+        else:
+            raise LocalProtocolError(f"{function} cannot be written")
+
+
+# RelayControl commands carried by the map's load-control entries.
+_RELAY_TO_LOAD: dict[RelayCommand, LoadCommand] = {
+    RelayCommand.TRIP: LoadCommand.TRIP_CIRCUIT,
+    RelayCommand.CLOSE_DIRECT: LoadCommand.RESTORE_CIRCUIT,
+    RelayCommand.CLOSE_PERMIT: LoadCommand.RESTORE_CIRCUIT,
+    RelayCommand.KEEP_POWER_ON: LoadCommand.KEEP_POWER_ON,
+    RelayCommand.KEEP_POWER_OFF: LoadCommand.KEEP_POWER_OFF,
+}
+
+
+class ModbusClient(MeterClient, LoadControl, RelayControl):
+    """Reads and controls the devices (unit ids 1..247) of one Modbus TCP endpoint or RTU line.
+
+    ``device`` strings are unit ids (``"1"``). Each device uses ``maps[device]`` or the
+    default ``map``. Reads of one device are planned into the fewest register requests.
+    """
+
+    protocol: ClassVar[str] = "modbus"
+
+    def __init__(
+        self,
+        spec: ChannelSpec,
+        *,
+        map: str | RegisterMap = DEFAULT_MAP,
+        maps: Mapping[str, str | RegisterMap] | None = None,
+        retries: int = 1,
+        breaker: CircuitBreaker | bool | None = None,
+        breaker_policy: BreakerPolicy | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.link = ModbusLink(spec)
+        self.lock = PriorityLock()
+        self.retries = max(0, retries)
+        # breaker=False: the caller (the daemon) runs its own per-meter breaker
+        self.breaker: CircuitBreaker | None
+        if isinstance(breaker, CircuitBreaker):
+            self.breaker = breaker
+        else:
+            self.breaker = None if breaker is False else CircuitBreaker(breaker_policy)
+        self.default_map = map if isinstance(map, RegisterMap) else load_map(map)
+        self.maps = {k: (v if isinstance(v, RegisterMap) else load_map(v)) for k, v in (maps or {}).items()}
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._done: OrderedDict[str, ControlResult] = OrderedDict()  # request_id -> result (idempotency)
+        self.source = f"modbus:{spec.name}"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> ModbusClient:
+        """``open_client("modbus", url, map=..., maps=..., timeout=..., retries=..., breaker=...)``.
+
+        The map may also come in the URL (``?map=dtsu666``); an explicit option wins.
+        ``timeout`` overrides the URL's response timeout; ``breaker=False`` turns the
+        per-device breaker off (for callers that run their own). Options meant for other
+        protocols (``tz``...) are ignored and logged at debug level.
+        """
+        plain, extra = split_modbus_url(url)
+        spec = ChannelSpec.parse(plain)
+        timeout = options.pop("timeout", None)
+        if timeout is not None:
+            spec = spec.with_options(timeout=float(timeout))
+        known = {"map", "maps", "retries", "breaker", "breaker_policy", "clock"}
+        kwargs = {k: v for k, v in options.items() if k in known and v is not None}
+        ignored = sorted(set(options) - known)
+        if ignored:
+            LOGGER.debug("modbus client ignores options %s", ignored)
+        if "map" not in kwargs and "map" in extra:
+            kwargs["map"] = extra["map"]
+        if "retries" in kwargs:
+            kwargs["retries"] = int(kwargs["retries"])
+        return cls(spec, **kwargs)
+
+    # ------------------------------------------------------------------ helpers
+
+    def map_for(self, device: str) -> RegisterMap:
+        return self.maps.get(device, self.default_map)
+
+    @staticmethod
+    def unit_id(device: str) -> int:
+        try:
+            unit = int(device)
+        except ValueError:
+            raise LocalProtocolError(f"Modbus device must be a unit id 0..247, got {device!r}") from None
+        if not 0 <= unit <= 247:
+            raise LocalProtocolError(f"Modbus unit id {unit} outside 0..247")
+        return unit
+
+    def _key(self, device: str) -> str:
+        return f"{self.spec.name}/{device}"
+
+    async def _exchange(self, priority: int, op: Callable[[], Awaitable[Any]]) -> Any:
+        async with self.lock.hold(priority):
+            try:
+                return await op()
+            finally:
+                if self.spec.turnaround > 0:
+                    await asyncio.sleep(self.spec.turnaround)
+
+    async def _read_block(self, unit: int, function: Function, address: int, count: int, priority: int) -> list[int]:
+        attempt = 0
+        while True:
+            try:
+                words: list[int] = await self._exchange(
+                    priority, lambda: self.link.read(function, address, count, unit)
+                )
+                return words
+            except (NoResponseError, TransportError):
+                attempt += 1
+                if attempt > self.retries:
+                    raise
+
+    def _check(self, device: str) -> None:
+        if self.breaker is not None:
+            self.breaker.check(self._key(device))
+
+    def _note_failure(self, device: str, exc: BaseException) -> None:
+        if self.breaker is not None and self.breaker.failure(self._key(device)):
+            LOGGER.warning("modbus %s unit %s: circuit opened after %s", self.spec.name, device, exc)
+
+    def _note_success(self, device: str) -> None:
+        if self.breaker is not None and self.breaker.success(self._key(device)):
+            LOGGER.info("modbus %s unit %s: answering again, circuit closed", self.spec.name, device)
+
+    async def read_points(
+        self, device: str, points: Sequence[Point], *, priority: int = Priority.ON_DEMAND
+    ) -> dict[str, float]:
+        """Values of the given points (by point name), breaker-guarded and retried."""
+        unit = self.unit_id(device)
+        rmap = self.map_for(device)
+        self._check(device)
+        values: dict[str, float] = {}
+        try:
+            for block in plan_reads(points, max_registers=rmap.max_registers, max_gap=rmap.max_gap):
+                words = await self._read_block(unit, block.function, block.address, block.count, priority)
+                values.update(decode_block(block, words))
+        except (NoResponseError, TransportError) as exc:
+            self._note_failure(device, exc)
+            raise
+        self._note_success(device)
+        return values
+
+    # ------------------------------------------------------------------ MeterClient
+
+    async def read(
+        self, device: str, quantities: Sequence[str], *, priority: Priority = Priority.ON_DEMAND
+    ) -> list[Reading]:
+        rmap = self.map_for(device)
+        points = rmap.for_quantities(list(quantities) or rmap.quantities())
+        values = await self.read_points(device, points, priority=priority)
+        ts = self._clock()
+        return [
+            Reading(
+                meter=device,
+                quantity=p.quantity or p.name,
+                ts=ts,
+                value=values[p.name],
+                unit=p.unit,
+                source=self.source,
+            )
+            for p in points
+        ]
+
+    async def aclose(self) -> None:
+        self.link.close()
+
+    # ------------------------------------------------------------------ LoadControl
+
+    def _remember(self, result: ControlResult) -> ControlResult:
+        self._done[result.request_id] = result
+        while len(self._done) > 1024:
+            self._done.popitem(last=False)
+        return result
+
+    async def load_command(self, request: LoadControlRequest) -> ControlResult:
+        """Write the command's register(s), then read the effect back.
+
+        Idempotent by ``request_id`` (a repeated request returns the first result
+        without writing again). A write or read-back without a reply raises
+        :class:`UnknownOutcomeError`: the caller must not blindly re-send.
+        """
+        done = self._done.get(request.request_id)
+        if done is not None:
+            return done
+        rmap = self.map_for(request.device)
+        spec = rmap.controls.get(request.command.value)
+        if spec is None:
+            return ControlResult(request.request_id, False, f"map {rmap.name!r} has no {request.command.value}")
+        unit = self.unit_id(request.device)
+        shift = (request.circuit - 1) * spec.circuit_stride
+        if request.circuit < 1 or (request.circuit > 1 and spec.circuit_stride == 0):
+            return ControlResult(request.request_id, False, f"circuit {request.circuit} not supported")
+        target = rmap.point(spec.point)
+        target = replace(target, address=target.address + shift)
+        value = spec.value if spec.value is not None else request.value
+        if value is None or not math.isfinite(value):
+            raise LocalProtocolError(f"{request.command.value} needs a value")
+        words = encode_value(target, value)
+        write_at, write_fn = target.address, target.function
+        seq = None
+        if spec.seq_point is not None:
+            seq_pt = rmap.point(spec.seq_point)
+            seq = purchase_sequence(request.request_id)
+            seq_words = encode_value(seq_pt, seq)
+            if seq_pt.function is not target.function or seq_pt.end != target.address:
+                raise ConfigError(f"map {rmap.name!r}: {spec.seq_point} must directly precede {spec.point}")
+            words, write_at = seq_words + words, seq_pt.address
+        self._check(request.device)
+        try:
+            await self._exchange(Priority.CONTROL, lambda: self.link.write(write_fn, write_at, words, unit))
+        except DeviceError as exc:
+            self._note_success(request.device)
+            return self._remember(
+                ControlResult(request.request_id, False, f"refused: {exc}", self.link.last_tx, self.link.last_rx)
+            )
+        except (NoResponseError, TransportError) as exc:
+            self._note_failure(request.device, exc)
+            raise UnknownOutcomeError(
+                f"{request.command.value} to unit {unit}: no reply to the write, outcome unknown"
+            ) from exc
+        tx, rx = self.link.last_tx, self.link.last_rx
+        self._note_success(request.device)
+        accepted, reason = True, ""
+        if spec.readback is not None:
+            rb = rmap.point(spec.readback)
+            rb = replace(rb, address=rb.address + shift)
+            expect = float(seq) if seq is not None else (spec.expect if spec.expect is not None else value)
+            try:
+                got = (await self.read_points(request.device, [rb], priority=Priority.CONTROL))[rb.name]
+            except (NoResponseError, TransportError) as exc:
+                raise UnknownOutcomeError(
+                    f"{request.command.value} to unit {unit}: written, but the read-back got no reply"
+                ) from exc
+            tolerance = max(1e-6, abs(expect) * 1e-6) if rb.dtype is DataType.FLOAT32 else abs(rb.scale) / 2
+            if abs(got - expect) > tolerance:
+                accepted, reason = False, f"read-back {rb.name}={got:g}, expected {expect:g}"
+        LOGGER.info(
+            "modbus %s unit %s %s by %s: %s%s",
+            self.spec.name, unit, request.command.value, request.operator_id,
+            "accepted" if accepted else "NOT accepted", f" ({reason})" if reason else "",
+        )
+        return self._remember(ControlResult(request.request_id, accepted, reason, tx, rx))
+
+    # ------------------------------------------------------------------ RelayControl
+
+    async def relay_command(self, request: RelayRequest) -> ControlResult:
+        cmd = _RELAY_TO_LOAD.get(request.command)
+        if cmd is None:
+            return ControlResult(request.request_id, False, f"{request.command.value} not supported over Modbus")
+        if request.valid_until <= datetime.now(UTC):
+            return ControlResult(request.request_id, False, "command expired before it was sent")
+        return await self.load_command(
+            LoadControlRequest(request.device, cmd, request.operator_id, request_id=request.request_id)
+        )
+
+    async def relay_state(self, device: str) -> RelayState:
+        rmap = self.map_for(device)
+        if rmap.relay_point is None:
+            return RelayState.UNKNOWN
+        pt = rmap.point(rmap.relay_point)
+        value = (await self.read_points(device, [pt], priority=Priority.CONTROL))[pt.name]
+        return RelayState.OPEN if value else RelayState.CLOSED
+
+    async def read_point(self, device: str, name: str, *, priority: int = Priority.ON_DEMAND) -> float:
+        """One named point (quantity or control-only register) of a device."""
+        pt = self.map_for(device).point(name)
+        return (await self.read_points(device, [pt], priority=priority))[pt.name]
+
+
+async def bare_tcp_poll(
+    host: str,
+    port: int,
+    requests: Sequence[tuple[Function, int, int]],
+    *,
+    device_id: int = 1,
+    duration: float = 2.0,
+    decode: Sequence[Sequence[Point]] | None = None,
+) -> int:
+    """Benchmark baseline: a plain pymodbus client loop issuing ``requests`` for ``duration`` s.
+
+    Returns how many full polls (all requests once) completed. With ``decode`` the
+    loop also converts the registers with :func:`decode_registers`, like an app would.
+    """
+    client = AsyncModbusTcpClient(host, port=port, timeout=2, retries=0)
+    await client.connect()
+    polls = 0
+    readers = {
+        Function.COILS: client.read_coils,
+        Function.DISCRETE: client.read_discrete_inputs,
+        Function.HOLDING: client.read_holding_registers,
+        Function.INPUT: client.read_input_registers,
+    }
+    try:
+        end = time.perf_counter() + duration
+        while time.perf_counter() < end:
+            for i, (fn, address, count) in enumerate(requests):
+                rr = await readers[fn](address, count=count, device_id=device_id)
+                if rr.isError():
+                    raise DeviceError("baseline read refused", code=int(rr.exception_code))
+                if decode is not None:
+                    regs = rr.bits if fn.is_bit else rr.registers
+                    for p in decode[i]:
+                        off = p.address - address
+                        decode_registers(p, regs[off : off + p.count])
+            polls += 1
+    finally:
+        client.close()
+    return polls
