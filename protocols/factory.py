@@ -12,6 +12,7 @@ __all__ = ["CLIENTS", "open_client"]
 
 # name -> (module, class). Each class has ``classmethod from_url(url: str, **options) -> MeterClient``.
 CLIENTS: dict[str, tuple[str, str]] = {
+    "dlt645": ("protocols.dlt645.client", "Dlt645Client"),
     "modbus": ("protocols.modbus.client", "ModbusClient"),
 }
 
