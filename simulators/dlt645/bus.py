@@ -87,6 +87,7 @@ class MeterBusSimulator:
         tz: str = "Asia/Shanghai",
         reply_preamble: int | None = None,
         pv_every: int = 7,
+        echo: bool = False,
     ) -> None:
         if transport not in ("tcp", "pty"):
             raise ValueError("transport must be 'tcp' or 'pty'")
@@ -101,6 +102,7 @@ class MeterBusSimulator:
         self.seed = seed
         self._rng = random.Random(seed)
         self.reply_preamble = reply_preamble
+        self.echo = echo  # half-duplex adapter that echoes what the master sends
         if profile is None:
             prof: LoadProfile = SyntheticProfile(seed=seed)
         elif isinstance(profile, str | Path):
@@ -299,6 +301,8 @@ class MeterBusSimulator:
         self.stats.requests += 1
         ct = self.char_time()
         t0 = time.monotonic()
+        if self.echo:
+            conn.write(raw)
         targets = [m for m in self._meters if m.accepts(frame.address)]
         replies: list[tuple[SimMeter, list[Frame]]] = [(m, m.handle(frame)) for m in targets]
         speaking = [(m, r) for m, r in replies if r and not m.faults.has(Fault.SILENT)]
