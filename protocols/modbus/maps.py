@@ -207,15 +207,15 @@ def encode_value(point: Point, value: float) -> list[int]:
     if point.function.is_bit or point.dtype is DataType.BOOL:
         return [1 if value else 0]
     fmt, n, bounds = _TYPES[point.dtype]
-    raw_f = value / point.scale
-    if bounds is None:
-        if not math.isfinite(raw_f):
-            raise LocalProtocolError(f"{point.name}: {value!r} is not finite")
-        raw: int | float = raw_f
+    raw: int | float
+    if isinstance(value, int) and point.scale == 1.0:
+        raw = value  # exact, also for u64 beyond 2**53
     else:
-        if not math.isfinite(raw_f):
+        raw = value / point.scale
+        if not math.isfinite(raw):
             raise LocalProtocolError(f"{point.name}: {value!r} is not finite")
-        raw = round(raw_f)
+    if bounds is not None:
+        raw = round(raw)
         if not bounds[0] <= raw <= bounds[1]:
             raise LocalProtocolError(f"{point.name}: {value} out of range for {point.dtype}")
     try:
@@ -227,7 +227,11 @@ def encode_value(point: Point, value: float) -> list[int]:
 
 
 def decode_registers(point: Point, words: Sequence[int]) -> float:
-    """Register words (or bits) -> engineering value (raw x scale)."""
+    """Register words (or bits) -> engineering value (raw x scale).
+
+    Values are floats (as in :class:`~protocols.reading.Reading`): u64 counters are exact
+    up to 2**53.
+    """
     if point.function.is_bit or point.dtype is DataType.BOOL:
         return 1.0 if words[0] else 0.0
     fmt, n, _ = _TYPES[point.dtype]

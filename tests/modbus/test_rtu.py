@@ -1,0 +1,70 @@
+"""Modbus RTU on a multi-drop line (a pty): arbitration, a silent unit, a garbled unit, the breaker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from protocols.arbitration import BreakerPolicy, Priority
+from protocols.errors import CircuitOpenError, NoResponseError
+from protocols.modbus.client import ModbusClient
+from simulators.modbus.server import ModbusSimulator
+
+
+def rtu_client(sim: ModbusSimulator, **kw: object) -> ModbusClient:
+    # a pty rejects even parity (ecosystem.md section 5): parity=N
+    return ModbusClient.from_url(f"serial://{sim.pty_path}?baud=9600&parity=N&timeout=0.15", **kw)
+
+
+async def test_rtu_reads_every_unit_on_the_line(rtu_line: ModbusSimulator) -> None:
+    client = rtu_client(rtu_line)
+    try:
+        for unit in ("1", "3"):
+            readings = await client.read(unit, ["voltage.a", "relay.state", "balance.energy"])
+            by_q = {r.quantity: r.value for r in readings}
+            assert by_q["voltage.a"] > 200 and by_q["relay.state"] == 0
+    finally:
+        await client.aclose()
+
+
+async def test_silent_unit_opens_its_breaker_and_the_line_keeps_working(rtu_line: ModbusSimulator) -> None:
+    client = rtu_client(rtu_line, retries=1, breaker_policy=BreakerPolicy(failure_threshold=3, base_backoff=60))
+    try:
+        for _ in range(3):
+            with pytest.raises(NoResponseError):
+                await client.read("2", ["voltage.a"])
+            # the neighbours on the same line still answer between the silent unit's timeouts
+            assert (await client.read("1", ["voltage.a"]))[0].value > 200
+            assert (await client.read("3", ["voltage.a"]))[0].value > 200
+        before = rtu_line.requests
+        with pytest.raises(CircuitOpenError):
+            await client.read("2", ["voltage.a"])
+        assert rtu_line.requests == before, "an open breaker skips the unit without touching the line"
+        assert client.link.connected, "pymodbus must not drop the line because one unit is silent"
+        assert client.breaker is not None and client.breaker.open_keys() == [f"{client.spec.name}/2"]
+    finally:
+        await client.aclose()
+
+
+async def test_bad_crc_reply_is_dropped_as_no_response(rtu_line: ModbusSimulator) -> None:
+    client = rtu_client(rtu_line, retries=0)
+    try:
+        with pytest.raises(NoResponseError):
+            await client.read("4", ["voltage.a"])
+        assert (await client.read("1", ["voltage.a"]))[0].value > 200
+    finally:
+        await client.aclose()
+
+
+async def test_concurrent_reads_are_serialised_on_the_line(rtu_line: ModbusSimulator) -> None:
+    """Many tasks share one half-duplex line: the PriorityLock keeps one request in flight."""
+    client = rtu_client(rtu_line)
+    try:
+        results = await asyncio.gather(
+            *[client.read(u, ["voltage.a", "energy.active.import"], priority=Priority.SCHEDULED) for u in "13" * 10],
+            client.read("1", ["relay.state"], priority=Priority.CONTROL),
+        )
+        assert len(results) == 21 and all(len(r) in (1, 2) for r in results)
+    finally:
+        await client.aclose()
