@@ -63,6 +63,7 @@ _TABLE: list[Quantity] = [
     _q("demand.active.import.max", "kW", _D, "forward active maximum demand"),
     _q("demand.active.import.max_time", "s", _S, "time of forward active maximum demand (Unix seconds)"),
     _q("demand.active.export.max", "kW", _D, "reverse active maximum demand"),
+    _q("demand.active.export.max_time", "s", _S, "time of reverse active maximum demand (Unix seconds)"),
     # Load-profile intervals.
     _q("interval.energy.active.import", "kWh", _I, "forward active energy in the interval"),
     _q("interval.energy.active.export", "kWh", _I, "reverse active energy in the interval"),
@@ -76,6 +77,10 @@ _TABLE: list[Quantity] = [
     _q("power.reactive.total", "kvar", _N, "instantaneous reactive power, total"),
     _q("power.apparent.total", "kVA", _N, "instantaneous apparent power, total"),
     _q("pf.total", "", _N, "power factor, total"),
+    # Per-phase reactive/apparent power and power factor (DL/T 645 02040100.., 02050100.., 02060100..).
+    *[_q(f"power.reactive.{p}", "kvar", _N, f"instantaneous reactive power, phase {p.upper()}") for p in "abc"],
+    *[_q(f"power.apparent.{p}", "kVA", _N, f"instantaneous apparent power, phase {p.upper()}") for p in "abc"],
+    *[_q(f"pf.{p}", "", _N, f"power factor, phase {p.upper()}") for p in "abc"],
     _q("frequency", "Hz", _N, "grid frequency"),
     # State.
     _q("clock.offset", "s", _S, "meter clock minus head-end clock"),
