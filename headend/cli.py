@@ -28,6 +28,9 @@ app = typer.Typer(
 
 # Each module defines register(app: typer.Typer) -> None. Add new command groups here.
 COMMAND_MODULES: list[str] = [
+    "headend.commands.read",
+    "headend.commands.probe",
+    "headend.commands.sim",
 ]
 
 

@@ -242,6 +242,7 @@ class Dlt645Client(MeterClient, RelayControl):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (spec.timeout if reply_timeout is None else reply_timeout)
         bad: BadFrame | None = None
+        discarded = self._deframer.discarded
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -263,6 +264,9 @@ class Dlt645Client(MeterClient, RelayControl):
             raise FrameError(bad.reason, f"no valid reply from {req.address}; last bad frame {bad.raw[:40].hex(' ')}")
         if self._deframer.buffered:
             raise FrameError("truncated", f"incomplete reply from {req.address}")
+        if self._deframer.discarded > discarded:
+            n = self._deframer.discarded - discarded
+            raise FrameError("garbage", f"no valid reply from {req.address}, only {n} bytes of line noise")
         self.stats["timeouts"] += 1
         raise NoResponseError(f"no reply from {req.address} within {spec.timeout:g} s")
 
@@ -515,6 +519,24 @@ class Dlt645Client(MeterClient, RelayControl):
             res = await self.read_raw(device, item.di, priority=priority)
             value, quality = item.decode(res.data)
             out.append(Reading(res.address, code, res.received_at, value, item.unit, quality, source="dlt645"))
+        return out
+
+    async def read_decoded(
+        self, device: str, di: int | str, extra: bytes = b"", *, priority: int = Priority.ON_DEMAND
+    ) -> dict[str, Any]:
+        """Read one DI and decode it with the DI registry: a JSON-ready dict (``di``, ``name``,
+        ``value`` or ``values``, ``unit``; unknown DIs give the raw hex with ``unknown: true``)."""
+        res = await self.read_raw(device, di, extra, priority=priority)
+        out: dict[str, Any]
+        try:
+            from protocols.dlt645 import registry
+        except ImportError:  # pragma: no cover - the registry ships with the codec
+            out = {"di": f"{res.di:08X}", "name": "unknown", "unknown": True, "value": res.data.hex()}
+        else:
+            out = registry.decode_data(res.di, res.data).as_dict()
+        out["meter"] = res.address
+        out["ts"] = res.received_at.isoformat()
+        out["frames"] = res.frames
         return out
 
     def __repr__(self) -> str:

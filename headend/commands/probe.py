@@ -1,0 +1,101 @@
+"""``headend probe --port URL``: find the meters on a bus.
+
+Without a range, sends 13H read-address to ``AAAAAAAAAAAA`` (works when one meter is on the
+line, e.g. a field engineer's optical head or a single-meter RS-485 port). With
+``--range FIRST-LAST`` or ``--address`` (repeatable) it asks each address for its comm
+address (DI 04000401) with a short timeout; silent addresses are reported as absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress
+
+from headend.cliutil import JsonOpt, err_console, fail, print_json, print_table
+from headend.exitcodes import ExitCode
+from protocols.errors import DeviceError, FrameError, HeadendError, LocalProtocolError, NoResponseError
+
+__all__ = ["probe_bus", "register"]
+
+MAX_SCAN = 10_000
+
+
+def expand(range_: str | None, addresses: list[str]) -> list[str]:
+    out = [a.rjust(12, "0") for a in addresses]
+    if range_:
+        first, sep, last = range_.partition("-")
+        if not sep or not first.isdigit() or not last.isdigit():
+            raise LocalProtocolError(f"bad range {range_!r}: use FIRST-LAST, e.g. 000000000001-000000000032")
+        lo, hi = int(first), int(last)
+        if hi < lo or hi - lo >= MAX_SCAN:
+            raise LocalProtocolError(f"range must be ascending and at most {MAX_SCAN} addresses")
+        out += [f"{n:012d}" for n in range(lo, hi + 1)]
+    for a in out:
+        if not a.isdigit() or len(a) != 12:
+            raise LocalProtocolError(f"bad meter address {a!r}: 12 digits")
+    return out
+
+
+async def probe_bus(
+    url: str, candidates: list[str], *, reply_timeout: float = 0.5, progress: Progress | None = None
+) -> list[dict[str, Any]]:
+    from protocols.dlt645.client import Dlt645Client
+
+    found: list[dict[str, Any]] = []
+    async with Dlt645Client.from_url(url, timeout=reply_timeout, retries=0, breaker=False) as client:
+        if not candidates:
+            try:
+                addr = await client.read_address()
+            except FrameError as exc:
+                raise FrameError(
+                    exc.reason, "garbled reply to the wildcard address: several meters on the bus? use --range"
+                ) from None
+            except NoResponseError:
+                raise NoResponseError("no meter answered the wildcard address AAAAAAAAAAAA") from None
+            return [{"address": addr, "method": "read_address"}]
+        task = progress.add_task("scanning", total=len(candidates)) if progress else None
+        for a in candidates:
+            try:
+                res = await client.read_raw(a, 0x04000401)
+                found.append({"address": res.address, "method": "scan"})
+            except DeviceError:
+                found.append({"address": a, "method": "scan"})  # it answered, even if with an error
+            except (NoResponseError, FrameError):
+                pass
+            if progress is not None and task is not None:
+                progress.advance(task)
+    return found
+
+
+def probe_cmd(
+    port: Annotated[str, typer.Option("--port", "-p", help="Channel URL (serial:// or tcp://).",
+                                      envvar="HEADEND_PORT")],
+    range_: Annotated[str | None, typer.Option("--range", help="Address range to scan, FIRST-LAST.")] = None,
+    address: Annotated[list[str] | None, typer.Option("--address", "-a", help="Address to try (repeatable).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Per-address response timeout, seconds.")] = 0.5,
+    json_out: JsonOpt = False,
+) -> None:
+    """Find the DL/T 645 meters on a bus."""
+    try:
+        candidates = expand(range_, address or [])
+        if candidates and not json_out:
+            with Progress(console=err_console, transient=True) as progress:
+                found = asyncio.run(probe_bus(port, candidates, reply_timeout=timeout, progress=progress))
+        else:
+            found = asyncio.run(probe_bus(port, candidates, reply_timeout=timeout))
+    except HeadendError as exc:
+        raise fail(exc) from None
+    if json_out:
+        print_json({"port": port, "meters": found})
+    else:
+        print_table(["address", "found by"], [(m["address"], m["method"]) for m in found],
+                    title=f"{len(found)} meter(s) on {port}")
+    if not found:
+        raise fail("no meter answered", ExitCode.NO_RESPONSE)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("probe")(probe_cmd)

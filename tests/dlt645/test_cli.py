@@ -1,0 +1,148 @@
+"""``headend read`` / ``probe`` / ``sim`` against a simulated bus running in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from headend.cli import app
+from headend.exitcodes import ExitCode
+from simulators.dlt645 import MeterBusSimulator
+
+runner = CliRunner()
+
+
+class ThreadedSim:
+    """A simulator on its own event loop in a thread, so the CLI can call asyncio.run()."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.sim = MeterBusSimulator(**kw)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> MeterBusSimulator:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.sim.start(), self.loop).result(5)
+        return self.sim
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.sim.stop(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def bus_url() -> Iterator[str]:
+    with ThreadedSim(meters=3, transport="tcp", faults="000000000003:silent") as sim:
+        yield sim.url + "?timeout=0.3"
+
+
+@pytest.fixture(scope="module")
+def single_url() -> Iterator[str]:
+    with ThreadedSim(addresses=["202401010042"], transport="pty") as sim:
+        yield sim.url + "&timeout=0.3"
+
+
+def test_read_json_dis_and_quantities(bus_url: str) -> None:
+    r = runner.invoke(app, ["read", "000000000001", "00010000", "0201FF00", "energy.active.import", "--port", bus_url,
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    items = doc["items"]
+    assert doc["meter"] == "000000000001" and [i["item"] for i in items] == ["00010000", "0201FF00",
+                                                                           "energy.active.import"]
+    assert items[0]["unit"] == "kWh" and items[0]["value"] > 1000
+    assert len(items[1]["values"]) == 3
+    assert items[2]["value"] == pytest.approx(items[0]["value"], abs=0.05)
+
+
+def test_read_table(bus_url: str) -> None:
+    r = runner.invoke(app, ["read", "000000000002", "voltage.a", "--port", bus_url])
+    assert r.exit_code == 0, r.output
+    assert "voltage" in r.stdout and " V " in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "word"),
+    [
+        (["000000000003", "00010000"], ExitCode.NO_RESPONSE, "no reply"),
+        (["000000000001", "12345678"], ExitCode.ABNORMAL, "no_data"),
+        (["000000000001", "not.a.quantity"], ExitCode.USAGE, "neither"),
+    ],
+)
+def test_read_failures_have_distinct_codes(bus_url: str, args: list[str], code: int, word: str) -> None:
+    r = runner.invoke(app, ["read", *args, "--port", bus_url])
+    assert r.exit_code == code
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and word in lines[0]
+
+
+def test_read_bad_port_and_bad_url() -> None:
+    r = runner.invoke(app, ["read", "000000000001", "00010000", "--port", "tcp://127.0.0.1:1"])
+    assert r.exit_code == ExitCode.TRANSPORT
+    r = runner.invoke(app, ["read", "000000000001", "00010000", "--port", "ftp://x"])
+    assert r.exit_code == ExitCode.CONFIG
+
+
+def test_probe_scan_and_wildcard(bus_url: str, single_url: str) -> None:
+    r = runner.invoke(app, ["probe", "--port", bus_url, "--range", "000000000001-000000000004", "--timeout", "0.15",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    assert [m["address"] for m in json.loads(r.stdout)["meters"]] == ["000000000001", "000000000002"]
+    r = runner.invoke(app, ["probe", "--port", single_url, "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["meters"] == [{"address": "202401010042", "method": "read_address"}]
+    # Several meters answering the wildcard collide: a one-line reason, not a wrong address.
+    r = runner.invoke(app, ["probe", "--port", bus_url])
+    assert r.exit_code in (ExitCode.BAD_FRAME, ExitCode.NO_RESPONSE)
+    assert "--range" in r.stderr or "wildcard" in r.stderr
+
+
+def test_trace_shows_frames(bus_url: str) -> None:
+    tlog = logging.getLogger("headend.trace")
+    before = list(tlog.handlers)
+    try:
+        r = runner.invoke(app, ["--trace", "read", "000000000001", "02010100", "--port", bus_url])
+    finally:  # the handler writes to the runner's stream, which closes with it
+        for h in tlog.handlers[:]:
+            if h not in before:
+                tlog.removeHandler(h)
+        tlog.setLevel(logging.NOTSET)
+        tlog.propagate = True
+    assert r.exit_code == 0
+    assert " TX fe fe fe fe 68 01 00 00 00 00 00 68 11 04 33 34 34 35" in r.stderr
+    assert " RX " in r.stderr
+
+
+def test_sim_command_pty_prints_url() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from headend.cli import main; main()", "sim", "dlt645", "--pty", "--meters", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("serial:///dev/") and "parity=N" in url
+        r = runner.invoke(app, ["read", "000000000002", "04000401", "--port", url, "--json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["items"][0]["value"] == "000000000002"
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(10)
+
+
+def test_sim_needs_one_transport() -> None:
+    r = runner.invoke(app, ["sim", "dlt645"])
+    assert r.exit_code != 0 and "--tcp" in r.stderr
