@@ -31,6 +31,7 @@ COMMAND_MODULES: list[str] = [
     "headend.commands.read",
     "headend.commands.probe",
     "headend.commands.sim",
+    "headend.commands.frame",
 ]
 
 

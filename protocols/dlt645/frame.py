@@ -29,6 +29,7 @@ __all__ = [
     "address_to_wire",
     "checksum",
     "decode_frame",
+    "decode_frame_prefix",
     "encode_frame",
     "scramble",
     "unscramble",
@@ -123,10 +124,10 @@ def _check(buf: bytes | bytearray, start: int) -> tuple[Frame | None, str, int]:
     ``reason`` is "" for a good frame and "truncated" when more bytes are needed.
     """
     avail = len(buf) - start
+    if avail > 7 and buf[start + 7] != START:
+        return None, "start_byte", 8
     if avail < HEADER_LEN:
         return None, "truncated", 0
-    if buf[start + 7] != START:
-        return None, "start_byte", 8
     length = buf[start + 9]
     total = MIN_FRAME + length
     if avail < total:
@@ -150,6 +151,20 @@ def decode_frame(raw: bytes) -> Frame:
     Raises :class:`FrameError` with reason ``start_byte``, ``truncated``, ``checksum``,
     ``end_byte`` or ``length`` (bytes left over after the end byte).
     """
+    frame, consumed = decode_frame_prefix(raw)
+    if consumed != len(raw):
+        raise FrameError("length", f"{len(raw) - consumed} bytes after the end byte")
+    return frame
+
+
+def _checksum_detail(raw: bytes, start: int) -> str:
+    cs_at = start + HEADER_LEN + raw[start + 9]
+    return f"checksum is {raw[cs_at]:02X}H, computed {checksum(raw[start:cs_at]):02X}H"
+
+
+def decode_frame_prefix(raw: bytes) -> tuple[Frame, int]:
+    """Decode the frame at the start of ``raw`` (after any FE bytes); return it and the number
+    of bytes it used, so a caller can report trailing bytes. Raises :class:`FrameError`."""
     i = 0
     while i < len(raw) and raw[i] == WAKE:
         i += 1
@@ -162,13 +177,11 @@ def decode_frame(raw: bytes) -> Frame:
         detail = {
             "truncated": f"need {total or HEADER_LEN} bytes from offset {i}, have {len(raw) - i}",
             "start_byte": "second 68H missing at offset 7",
-            "checksum": "checksum mismatch",
+            "checksum": _checksum_detail(raw, i),
             "end_byte": "16H missing after the checksum",
         }[reason]
         raise FrameError(reason, detail)
-    if i + total != len(raw):
-        raise FrameError("length", f"{len(raw) - i - total} bytes after the end byte")
-    return Frame(frame.address, frame.control, frame.data, preamble=i)
+    return Frame(frame.address, frame.control, frame.data, preamble=i), i + total
 
 
 class Deframer:
