@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from protocols.dlt645.frame import BROADCAST, Frame, address_from_wire, address_to_wire
 from simulators.clock import SimClock
-from simulators.dlt645.physics import SLOT_S, EnergySnapshot, MeterPhysics, tariff_at
+from simulators.dlt645.physics import SLOT_S, EnergySnapshot, MeterPhysics
 from simulators.dlt645.wire import bcd, bcd_int, date4, decode_bcd_int, decode_time6, time3, ts5, ts6, ts7
 from simulators.faults import Fault, FaultSet
 from simulators.loadprofile import LoadProfile
@@ -488,15 +488,15 @@ class SimMeter:
         err = timedelta(seconds=self.clock_error())
         first = self._local(self._history_floor() + err)
         first = _ceil_slot(first)
-        last = _floor_slot(self.clock()) - timedelta(seconds=SLOT_S)
+        last = _floor_slot(self.clock())
         return first, last
 
     def load_profile_record(self, t_meter: datetime) -> bytes:
         """One 2007 load record (A0 A0 len YYMMDDhhmm 6 sections split by AA, CS, E5) at ``t_meter``."""
         true_t = t_meter - timedelta(seconds=self.clock_error())
         inst = self.physics.instant(true_t)
-        e = self.energy(true_t + timedelta(seconds=SLOT_S))
-        kw = self.physics.slot_kw(self.physics.slot_of(true_t))
+        e = self.energy(true_t)  # registers at the record time
+        kw = self.physics.slot_kw(max(0, self.physics.slot_of(true_t) - 1))  # demand of the interval just ended
         s1 = (bcd(inst["voltage.a"], 2, 1) + bcd(inst["voltage.b"], 2, 1) + bcd(inst["voltage.c"], 2, 1)
               + b"".join(bcd(inst[f"current.{p}"], 3, 3, signed=True) for p in "abc") + bcd(inst["frequency"], 2, 2))
         s2 = (b"".join(bcd(inst[k], 3, 4, signed=True) for k in
@@ -514,12 +514,13 @@ class SimMeter:
 
     @property
     def load_profile(self) -> list[tuple[datetime, float]]:
-        """(meter-local interval start, forward active kWh in the interval), oldest first."""
+        """(meter-local interval start, forward active kWh in the interval), oldest first
+        (the last record time closes the last interval)."""
         first, last = self.profile_slots()
         out: list[tuple[datetime, float]] = []
         t = first
         err = timedelta(seconds=self.clock_error())
-        while t <= last:
+        while t < last:
             a = self.energy(t - err)
             b = self.energy(t - err + timedelta(seconds=SLOT_S))
             out.append((t, b.imp - a.imp))
@@ -632,7 +633,6 @@ def _misc_readers() -> None:
         r[0x04000500 | n] = _status(n)
     r[0x040005FF] = lambda m: b"".join(m.status_word(n).to_bytes(2, "little") for n in range(1, 8))
     r[0x04000703] = lambda m: bytes((next(k for k, v in BAUD_BITS.items() if v == m.baud),))
-    r[0x04000C01] = lambda m: bytes((tariff_at(m.clock()),))  # current tariff (vendor item)
     # Events
     r[0x03010000] = lambda m: b"".join(
         bcd_int(m.events.voltage_loss[p], 3) + bcd_int(m.events.voltage_loss_minutes[p], 3) for p in range(3)

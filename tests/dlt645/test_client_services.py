@@ -54,15 +54,14 @@ async def test_load_profile_follow_up_frames_assembled(bus: Bus) -> None:
     meter = sim.meters[M1]
     first, _ = meter.profile_slots()
     start = first + timedelta(hours=1)
-    extra = bytes((0x06,)) + bytes(int(f"{x:02d}", 16) for x in
-                                    (start.minute, start.hour, start.day, start.month, start.year % 100))
-    res = await client.read_raw(M1, 0x06000001, extra)
+    res = await client.read_raw(M1, 0x06000001, count=6, start=start)
     assert res.frames > 1  # 6 records of ~100 bytes do not fit one 200-byte reply
-    records = [r for r in res.data.split(b"\xe5") if r]
-    assert len(records) == 6
-    assert all(r.startswith(b"\xa0\xa0") for r in records)
-    # The first record's time is the requested start (mm hh DD MM YY after A0 A0 len).
-    assert records[0][3:8] == extra[1:6]
+    assert res.decoded is not None and not res.decoded.error
+    readings = res.decoded.readings(M1, res.received_at, tz=client.tz)
+    stamps = sorted({r.ts for r in readings})
+    assert len(stamps) == 6 and stamps[0] == start
+    energy = {r.ts: r.value for r in readings if r.quantity == "energy.active.import"}
+    assert energy[stamps[0]] == pytest.approx(meter.energy(start).imp, abs=0.02)
     # 12H follow-up requests carried SEQ 1, 2, ...
     seqs = [f.frame.data[4] for f in sim.received if f.frame.control == 0x12]
     assert seqs == list(range(1, res.frames))
