@@ -65,14 +65,15 @@ from protocols.modbus.maps import (
     DataType,
     Function,
     Point,
+    ReadBlock,
     RegisterMap,
-    decode_block,
+    compile_decoder,
     decode_registers,
     encode_value,
     load_map,
     plan_reads,
 )
-from protocols.reading import Reading
+from protocols.reading import Quality, Reading
 from protocols.transport.url import ChannelSpec
 
 __all__ = [
@@ -85,6 +86,7 @@ __all__ = [
 ]
 
 LOGGER = logging.getLogger(__name__)
+_Decoder = Callable[[Sequence[int]], dict[str, float]]
 TRACE_LOG = logging.getLogger("headend.trace")
 TRACE = 5
 
@@ -153,6 +155,13 @@ class ModbusLink:
         else:  # pragma: no cover - ChannelSpec.parse only yields these two
             raise ConfigError(f"Modbus cannot use a {spec.scheme!r} channel")
         self._client.set_max_no_responses(NEVER_DISCONNECT)
+        c = self._client
+        self._readers: dict[Function, Callable[..., Awaitable[Any]]] = {
+            Function.COILS: c.read_coils,
+            Function.DISCRETE: c.read_discrete_inputs,
+            Function.HOLDING: c.read_holding_registers,
+            Function.INPUT: c.read_input_registers,
+        }
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
         if sending:
@@ -178,58 +187,61 @@ class ModbusLink:
     def close(self) -> None:
         self._client.close()
 
+    def _typed(self, exc: ModbusException, device_id: int, what: str) -> Exception:
+        """A raised pymodbus exception -> the project's error."""
+        if isinstance(exc, ModbusIOException):
+            return NoResponseError(f"no response from unit {device_id} on {self.name} ({what})")
+        if isinstance(exc, ConnectionException):
+            self.close()
+            return TransportError(f"Modbus channel {self.name} lost: {exc}")
+        return RemoteProtocolError(f"{what} on {self.name}: {exc}")
+
+    def _refused(self, rr: Any, device_id: int, what: str) -> None:
+        """A response whose ``isError()`` is true (an exception response) -> DeviceError."""
+        if rr is None:
+            raise NoResponseError(f"no response from unit {device_id} on {self.name} ({what})")
+        code = int(getattr(rr, "exception_code", 0))
+        name = EXCEPTION_NAMES.get(code, f"exception_{code:#04x}")
+        raise DeviceError(
+            f"unit {device_id} refused {what}: {name} ({code})", code=code, flags=(name,), device=str(device_id)
+        )
+
     async def _call(self, what: str, device_id: int, op: Callable[[], Awaitable[Any]]) -> Any:
         await self.ensure_open()
         self.last_rx = b""
         try:
             rr = await op()
-        except ModbusIOException as exc:
-            raise NoResponseError(f"no response from unit {device_id} on {self.name} ({what})") from exc
-        except ConnectionException as exc:
-            self.close()
-            raise TransportError(f"Modbus channel {self.name} lost: {exc}") from exc
         except ModbusException as exc:
-            raise RemoteProtocolError(f"{what} on {self.name}: {exc}") from exc
+            raise self._typed(exc, device_id, what) from exc
         except OSError as exc:
             self.close()
             raise TransportError(f"Modbus channel {self.name}: {exc}") from exc
-        if rr is None:
-            raise NoResponseError(f"no response from unit {device_id} on {self.name} ({what})")
-        if rr.isError():
-            code = int(getattr(rr, "exception_code", 0))
-            name = EXCEPTION_NAMES.get(code, f"exception_{code:#04x}")
-            raise DeviceError(
-                f"unit {device_id} refused {what}: {name} ({code})",
-                code=code,
-                flags=(name,),
-                device=str(device_id),
-            )
+        if rr is None or rr.isError():
+            self._refused(rr, device_id, what)
         return rr
 
     async def read(self, function: Function, address: int, count: int, device_id: int) -> list[int]:
         """Registers (or 0/1 bits) of one read request."""
         c = self._client
-        what = f"read {function} {address}+{count}"
-        if function is Function.COILS:
-            rr = await self._call(what, device_id, lambda: c.read_coils(address, count=count, device_id=device_id))
-        elif function is Function.DISCRETE:
-            rr = await self._call(
-                what, device_id, lambda: c.read_discrete_inputs(address, count=count, device_id=device_id)
-            )
-        elif function is Function.HOLDING:
-            rr = await self._call(
-                what, device_id, lambda: c.read_holding_registers(address, count=count, device_id=device_id)
-            )
-        else:
-            rr = await self._call(
-                what, device_id, lambda: c.read_input_registers(address, count=count, device_id=device_id)
-            )
-        if function.is_bit:
+        reader = self._readers[function]
+        if not c.connected:
+            await self.ensure_open()
+        self.last_rx = b""
+        try:
+            rr = await reader(address, count=count, device_id=device_id)
+        except ModbusException as exc:
+            raise self._typed(exc, device_id, f"read {function} {address}+{count}") from exc
+        except OSError as exc:
+            self.close()
+            raise TransportError(f"Modbus channel {self.name}: {exc}") from exc
+        if rr is None or rr.isError():
+            self._refused(rr, device_id, f"read {function} {address}+{count}")
+        if function is Function.COILS or function is Function.DISCRETE:
             bits = [1 if b else 0 for b in rr.bits[:count]]
             if len(bits) < count:
                 raise RemoteProtocolError(f"short bit read from unit {device_id}: {len(bits)} of {count}")
             return bits
-        regs = [int(r) for r in rr.registers]
+        regs = list(rr.registers)
         if len(regs) != count:
             raise RemoteProtocolError(f"unit {device_id} returned {len(regs)} registers, asked {count}")
         return regs
@@ -295,6 +307,7 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         self.maps = {k: (v if isinstance(v, RegisterMap) else load_map(v)) for k, v in (maps or {}).items()}
         self._clock = clock or (lambda: datetime.now(UTC))
         self._done: OrderedDict[str, ControlResult] = OrderedDict()  # request_id -> result (idempotency)
+        self._plans: dict[tuple[str, int, tuple[str, ...]], tuple[list[Point], list[tuple[ReadBlock, _Decoder]]]] = {}
         self.source = f"modbus:{spec.name}"
 
     @classmethod
@@ -341,25 +354,30 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         return f"{self.spec.name}/{device}"
 
     async def _exchange(self, priority: int, op: Callable[[], Awaitable[Any]]) -> Any:
-        async with self.lock.hold(priority):
-            try:
-                return await op()
-            finally:
-                if self.spec.turnaround > 0:
-                    await asyncio.sleep(self.spec.turnaround)
+        lock = self.lock
+        await lock.acquire(priority)
+        try:
+            return await op()
+        finally:
+            if self.spec.turnaround > 0:
+                await asyncio.sleep(self.spec.turnaround)
+            lock.release()
 
     async def _read_block(self, unit: int, function: Function, address: int, count: int, priority: int) -> list[int]:
         attempt = 0
+        lock, link, turnaround = self.lock, self.link, self.spec.turnaround
         while True:
+            await lock.acquire(priority)  # one request in flight per line, by priority
             try:
-                words: list[int] = await self._exchange(
-                    priority, lambda: self.link.read(function, address, count, unit)
-                )
-                return words
+                return await link.read(function, address, count, unit)
             except (NoResponseError, TransportError):
                 attempt += 1
                 if attempt > self.retries:
                     raise
+            finally:
+                if turnaround > 0:
+                    await asyncio.sleep(turnaround)
+                lock.release()
 
     def _check(self, device: str) -> None:
         if self.breaker is not None:
@@ -373,23 +391,31 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         if self.breaker is not None and self.breaker.success(self._key(device)):
             LOGGER.info("modbus %s unit %s: answering again, circuit closed", self.spec.name, device)
 
-    async def read_points(
-        self, device: str, points: Sequence[Point], *, priority: int = Priority.ON_DEMAND
+    def _plan(self, rmap: RegisterMap, points: Sequence[Point]) -> list[tuple[ReadBlock, _Decoder]]:
+        blocks = plan_reads(points, max_registers=rmap.max_registers, max_gap=rmap.max_gap)
+        return [(b, compile_decoder(b)) for b in blocks]
+
+    async def _run_plan(
+        self, device: str, plan: Sequence[tuple[ReadBlock, _Decoder]], priority: int
     ) -> dict[str, float]:
-        """Values of the given points (by point name), breaker-guarded and retried."""
         unit = self.unit_id(device)
-        rmap = self.map_for(device)
         self._check(device)
         values: dict[str, float] = {}
         try:
-            for block in plan_reads(points, max_registers=rmap.max_registers, max_gap=rmap.max_gap):
+            for block, decode in plan:
                 words = await self._read_block(unit, block.function, block.address, block.count, priority)
-                values.update(decode_block(block, words))
+                values.update(decode(words))
         except (NoResponseError, TransportError) as exc:
             self._note_failure(device, exc)
             raise
         self._note_success(device)
         return values
+
+    async def read_points(
+        self, device: str, points: Sequence[Point], *, priority: int = Priority.ON_DEMAND
+    ) -> dict[str, float]:
+        """Values of the given points (by point name), breaker-guarded and retried."""
+        return await self._run_plan(device, self._plan(self.map_for(device), points), priority)
 
     # ------------------------------------------------------------------ MeterClient
 
@@ -397,20 +423,18 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         self, device: str, quantities: Sequence[str], *, priority: Priority = Priority.ON_DEMAND
     ) -> list[Reading]:
         rmap = self.map_for(device)
-        points = rmap.for_quantities(list(quantities) or rmap.quantities())
-        values = await self.read_points(device, points, priority=priority)
+        key = (rmap.name, id(rmap), tuple(quantities))
+        cached = self._plans.get(key)
+        if cached is None:
+            points = rmap.for_quantities(list(quantities) or rmap.quantities())
+            cached = self._plans[key] = (points, self._plan(rmap, points))
+            if len(self._plans) > 256:
+                self._plans.pop(next(iter(self._plans)))
+        points, plan = cached
+        values = await self._run_plan(device, plan, priority)
         ts = self._clock()
-        return [
-            Reading(
-                meter=device,
-                quantity=p.quantity or p.name,
-                ts=ts,
-                value=values[p.name],
-                unit=p.unit,
-                source=self.source,
-            )
-            for p in points
-        ]
+        src = self.source
+        return [Reading(device, p.quantity or p.name, ts, values[p.name], p.unit, Quality.GOOD, src) for p in points]
 
     async def aclose(self) -> None:
         self.link.close()

@@ -23,7 +23,7 @@ import os
 import random
 import termios
 import tty
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from protocols.modbus.maps import RegisterMap, load_map
 from simulators.modbus.terminal import Terminal, TerminalConfig, load_smud_profile
 from simulators.modbus.wire import MbapHeader, RtuRequestDeframer, handle_pdu, rtu_frame
 
-__all__ = ["Faults", "ModbusSimulator"]
+__all__ = ["Faults", "ModbusSimulator", "serve"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -224,3 +224,28 @@ class ModbusSimulator:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def serve(
+    sim: ModbusSimulator,
+    *,
+    tcp: tuple[str, int] | None = None,
+    pty: bool = False,
+    ready: Callable[[dict[str, object]], None] | None = None,
+    duration: float | None = None,
+) -> None:
+    """Run a simulator until cancelled (or for ``duration`` seconds); ``ready`` gets the endpoints."""
+    info: dict[str, object] = {"units": sorted(sim.terminals)}
+    try:
+        if tcp is not None:
+            info["tcp"] = f"tcp://{tcp[0]}:{await sim.start_tcp(*tcp)}"
+        if pty:
+            info["pty"] = await sim.start_pty()
+        if ready is not None:
+            ready(info)
+        if duration is None:
+            await asyncio.Event().wait()
+        else:
+            await asyncio.sleep(duration)
+    finally:
+        await sim.stop()
