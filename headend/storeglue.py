@@ -1,0 +1,33 @@
+"""The daemon's doorway to the meter data store (mdm): DSN resolution and the ingestor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headend.settings import Settings
+
+__all__ = ["migrate", "open_ingestor", "resolve_dsn"]
+
+
+def resolve_dsn(settings: Settings) -> str:
+    """The configured DSN, or the private embedded server's (started on demand)."""
+    from mdm.db import resolve_dsn as _resolve
+
+    return str(_resolve(settings))
+
+
+def migrate(dsn: str) -> None:
+    from mdm import migrate as m
+
+    m.migrate(dsn)
+
+
+async def open_ingestor(settings: Settings, dsn: str) -> Any:
+    """An :class:`mdm.ingest.Ingestor` with its durable spool under the data directory."""
+    from mdm.ingest import Ingestor
+
+    ing = Ingestor(dsn, spool_dir=settings.data_dir / "spool")
+    opener = getattr(ing, "open", None) or getattr(ing, "start", None)
+    if opener is not None:
+        await opener()
+    return ing
