@@ -32,6 +32,8 @@ COMMAND_MODULES: list[str] = [
     "headend.commands.probe",
     "headend.commands.sim",
     "headend.commands.frame",
+    "headend.commands.run",
+    "headend.commands.kpi",
 ]
 
 

@@ -163,7 +163,12 @@ class Daemon(ResultListener):
         self.cfg = settings.daemon
         self.name = name or self.cfg.name or _default_name()
         self.clock = clock or WallClock()
-        self.default_tz = ZoneInfo(settings.timezone)
+        try:
+            self.default_tz = ZoneInfo(settings.timezone)
+        except (ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError subclass on some versions
+            raise ConfigError(f"timezone: unknown time zone {settings.timezone!r}") from None
+        except KeyError:
+            raise ConfigError(f"timezone: unknown time zone {settings.timezone!r}") from None
         self.dsn = dsn
         self._ingestor = ingestor
         self._client_factory = client_factory
@@ -536,3 +541,22 @@ class _NullIngestor:
 
 def restamp(readings: Sequence[Reading], source: str) -> list[Reading]:
     return [replace(r, source=source) for r in readings]
+
+
+async def run_daemon(settings: Settings, **kwargs: Any) -> Daemon:
+    """Run a daemon until SIGTERM/SIGINT, then drain and return it (``headend run``)."""
+    import signal
+
+    d = Daemon(settings, **kwargs)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, d.stop)
+    try:
+        await d.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return d
+
+
+__all__ += ["run_daemon"]
