@@ -1,0 +1,301 @@
+"""Load monitoring and control: power/demand limits, crossing events, audited load-control commands.
+
+Limits come from the config (``[load]`` section, :class:`LoadSettings`) or the database
+(``load_limits``, migration 0030); a database row wins over a config entry for the same
+target. A limit applies to one terminal (``kind="device"``, target = the device id the
+readings carry) or to a customer (``kind="customer"``: the sum of its terminals' latest power).
+
+:class:`LoadMonitor` is sans-I/O: feed it readings (any protocol: Modbus, MQTT, DL/T 645),
+it returns :class:`LoadEvent` crossings (exceeded once, then cleared once the value falls
+below ``limit x (1 - hysteresis)``). :func:`store_events` writes them to ``load_events``.
+
+:func:`run_load_command` sends one load-control command through any client implementing
+:class:`~protocols.client.LoadControl` (``ModbusClient``, the MQTT client), reads the
+effect back, and writes a ``requested`` and a ``result`` row to ``load_control_log``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocols.client import ControlResult, LoadCommand, LoadControl, LoadControlRequest, MeterClient
+from protocols.errors import HeadendError, UnknownOutcomeError
+from protocols.reading import Reading
+
+__all__ = [
+    "READBACK_QUANTITIES",
+    "CommandOutcome",
+    "LimitConfig",
+    "LimitKind",
+    "LoadEvent",
+    "LoadLimit",
+    "LoadMonitor",
+    "LoadSettings",
+    "audit_command",
+    "load_limits",
+    "run_load_command",
+    "store_events",
+    "upsert_limit",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+POWER_QUANTITY = "power.active.total"
+DEMAND_QUANTITIES = ("interval.demand.active", "demand.active.import.max")
+
+# What to read back after each command (for the operator's screen and the audit row).
+READBACK_QUANTITIES: dict[LoadCommand, tuple[str, ...]] = {
+    LoadCommand.SET_POWER_LIMIT: ("limit.power",),
+    LoadCommand.TRIP_CIRCUIT: ("relay.state",),
+    LoadCommand.RESTORE_CIRCUIT: ("relay.state",),
+    LoadCommand.KEEP_POWER_ON: ("keep_power.state",),
+    LoadCommand.KEEP_POWER_OFF: ("keep_power.state",),
+    LoadCommand.PURCHASE_ENERGY: ("balance.energy",),
+}
+
+
+class LimitKind(StrEnum):
+    DEVICE = "device"
+    CUSTOMER = "customer"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadLimit:
+    target: str
+    kind: LimitKind = LimitKind.DEVICE
+    power_kw: float | None = None
+    demand_kw: float | None = None
+    hysteresis: float = 0.05  # clears below limit x (1 - hysteresis)
+
+
+class LimitConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    kind: LimitKind = LimitKind.DEVICE
+    power_kw: float | None = Field(default=None, gt=0)
+    demand_kw: float | None = Field(default=None, gt=0)
+    hysteresis: float = Field(default=0.05, ge=0, lt=1)
+
+    def to_limit(self) -> LoadLimit:
+        return LoadLimit(self.target, self.kind, self.power_kw, self.demand_kw, self.hysteresis)
+
+
+class LoadSettings(BaseModel):
+    """``[load]`` config section: limits and the terminal -> customer mapping."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limits: list[LimitConfig] = Field(default_factory=list)
+    customers: dict[str, str] = Field(default_factory=dict, description="device id -> customer id")
+    default_map: str = Field(default="generic_terminal", description="Modbus register map when none is given")
+
+    def limit_table(self) -> dict[tuple[str, LimitKind], LoadLimit]:
+        return {(c.target, c.kind): c.to_limit() for c in self.limits}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadEvent:
+    ts: datetime
+    meter: str  # the device, or the customer id for customer limits
+    kind: str  # power_limit_exceeded / power_limit_cleared / demand_limit_exceeded / demand_limit_cleared
+    value: float
+    limit: float
+    customer: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class LoadMonitor:
+    """Detects limit crossings in a stream of readings (state kept per target and limit)."""
+
+    def __init__(
+        self,
+        limits: Mapping[tuple[str, LimitKind], LoadLimit] | Iterable[LoadLimit] = (),
+        customers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.limits: dict[tuple[str, LimitKind], LoadLimit] = {}
+        self.set_limits(limits)
+        self.customers = dict(customers or {})
+        self._over: dict[tuple[str, LimitKind, str], bool] = {}
+        self._latest_power: dict[str, tuple[datetime, float]] = {}
+
+    def set_limits(self, limits: Mapping[tuple[str, LimitKind], LoadLimit] | Iterable[LoadLimit]) -> None:
+        items = limits.values() if isinstance(limits, Mapping) else limits
+        self.limits = {(lim.target, lim.kind): lim for lim in items}
+
+    def over(self, target: str, kind: LimitKind = LimitKind.DEVICE, what: str = "power") -> bool:
+        return self._over.get((target, kind, what), False)
+
+    def _check(
+        self, target: str, kind: LimitKind, what: str, value: float, ts: datetime, limit: float, hyst: float,
+        customer: str | None, details: Mapping[str, Any],
+    ) -> LoadEvent | None:
+        key = (target, kind, what)
+        was = self._over.get(key, False)
+        if not was and value > limit:
+            self._over[key] = True
+            return LoadEvent(ts, target, f"{what}_limit_exceeded", value, limit, customer, details)
+        if was and value < limit * (1.0 - hyst):
+            self._over[key] = False
+            return LoadEvent(ts, target, f"{what}_limit_cleared", value, limit, customer, details)
+        return None
+
+    def observe(self, readings: Iterable[Reading]) -> list[LoadEvent]:
+        events: list[LoadEvent] = []
+        touched_customers: set[str] = set()
+        for r in readings:
+            customer = self.customers.get(r.meter)
+            if r.quantity == POWER_QUANTITY:
+                what = "power"
+                self._latest_power[r.meter] = (r.ts, r.value)
+                if customer is not None:
+                    touched_customers.add(customer)
+            elif r.quantity in DEMAND_QUANTITIES:
+                what = "demand"
+            else:
+                continue
+            lim = self.limits.get((r.meter, LimitKind.DEVICE))
+            cap = None if lim is None else (lim.power_kw if what == "power" else lim.demand_kw)
+            if lim is not None and cap is not None:
+                ev = self._check(r.meter, LimitKind.DEVICE, what, r.value, r.ts, cap, lim.hysteresis, customer,
+                                 {"quantity": r.quantity, "source": r.source})
+                if ev is not None:
+                    events.append(ev)
+        for customer in sorted(touched_customers):
+            lim = self.limits.get((customer, LimitKind.CUSTOMER))
+            if lim is None or lim.power_kw is None:
+                continue
+            members = [m for m, c in self.customers.items() if c == customer and m in self._latest_power]
+            total = sum(self._latest_power[m][1] for m in members)
+            ts = max(self._latest_power[m][0] for m in members)
+            ev = self._check(customer, LimitKind.CUSTOMER, "power", total, ts, lim.power_kw, lim.hysteresis,
+                             customer, {"devices": members})
+            if ev is not None:
+                events.append(ev)
+        for ev in events:
+            LOGGER.warning("load %s: %s %.3f (limit %.3f)", ev.meter, ev.kind, ev.value, ev.limit)
+        return events
+
+
+# ------------------------------------------------------------------ database (psycopg 3, async)
+
+
+async def load_limits(conn: Any) -> dict[tuple[str, LimitKind], LoadLimit]:
+    """All limits from ``load_limits`` (an ``psycopg.AsyncConnection``)."""
+    cur = await conn.execute("SELECT target, kind, power_kw, demand_kw, hysteresis FROM load_limits")
+    out: dict[tuple[str, LimitKind], LoadLimit] = {}
+    for target, kind, power, demand, hyst in await cur.fetchall():
+        out[(target, LimitKind(kind))] = LoadLimit(target, LimitKind(kind), power, demand, hyst)
+    return out
+
+
+async def upsert_limit(conn: Any, limit: LoadLimit, operator: str) -> None:
+    await conn.execute(
+        """INSERT INTO load_limits (target, kind, power_kw, demand_kw, hysteresis, updated_by)
+           VALUES (%s, %s, %s, %s, %s, %s)
+           ON CONFLICT (target, kind) DO UPDATE SET power_kw = EXCLUDED.power_kw,
+               demand_kw = EXCLUDED.demand_kw, hysteresis = EXCLUDED.hysteresis,
+               updated_by = EXCLUDED.updated_by, updated_at = now()""",
+        (limit.target, limit.kind.value, limit.power_kw, limit.demand_kw, limit.hysteresis, operator),
+    )
+
+
+async def store_events(conn: Any, events: Sequence[LoadEvent]) -> int:
+    if not events:
+        return 0
+    from psycopg.types.json import Jsonb
+
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """INSERT INTO load_events (ts, meter, customer, kind, value, limit_value, details)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+            [(e.ts, e.meter, e.customer, e.kind, e.value, e.limit, Jsonb(dict(e.details))) for e in events],
+        )
+    return len(events)
+
+
+async def audit_command(
+    conn: Any,
+    request: LoadControlRequest,
+    phase: str,
+    *,
+    channel: str = "",
+    protocol: str = "",
+    result: ControlResult | None = None,
+    reason: str = "",
+    readback: Mapping[str, float] | None = None,
+) -> None:
+    """Append one row to ``load_control_log`` (phase: requested / result / unknown / error)."""
+    from psycopg.types.json import Jsonb
+
+    await conn.execute(
+        """INSERT INTO load_control_log (request_id, phase, device, channel, protocol, command, value,
+               circuit, operator, accepted, reason, readback, tx_frame, rx_frame)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (
+            request.request_id, phase, request.device, channel, protocol, request.command.value, request.value,
+            request.circuit, request.operator_id, None if result is None else result.accepted,
+            reason or (result.reason if result is not None else ""), Jsonb(dict(readback or {})),
+            result.tx.hex(" ") if result is not None and result.tx else None,
+            result.rx.hex(" ") if result is not None and result.rx else None,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    request: LoadControlRequest
+    result: ControlResult | None
+    readback: dict[str, float]
+    outcome: str  # accepted / rejected / unknown
+
+
+async def run_load_command(
+    client: LoadControl,
+    request: LoadControlRequest,
+    *,
+    conn: Any | None = None,
+    channel: str = "",
+    protocol: str = "",
+) -> CommandOutcome:
+    """Send, read back, audit. ``conn`` (psycopg AsyncConnection, autocommit) receives the audit rows.
+
+    The ``requested`` row is written (and committed) before anything is sent, so a command
+    that cannot be audited is never sent. An unknown outcome is audited and re-raised.
+    """
+    if conn is not None:
+        await audit_command(conn, request, "requested", channel=channel, protocol=protocol)
+    try:
+        result = await client.load_command(request)
+    except UnknownOutcomeError as exc:
+        if conn is not None:
+            await audit_command(conn, request, "unknown", channel=channel, protocol=protocol, reason=str(exc))
+        raise
+    except HeadendError as exc:
+        if conn is not None:
+            await audit_command(conn, request, "error", channel=channel, protocol=protocol,
+                                reason=f"{type(exc).__name__}: {exc}")
+        raise
+    readback: dict[str, float] = {}
+    if isinstance(client, MeterClient):
+        for q in READBACK_QUANTITIES.get(request.command, ()):
+            try:
+                (r,) = await client.read(request.device, [q])
+                readback[q] = r.value
+            except HeadendError as exc:  # the command's own read-back decided acceptance already
+                LOGGER.info("read-back of %s from %s failed: %s", q, request.device, exc)
+    if conn is not None:
+        await audit_command(conn, request, "result", channel=channel, protocol=protocol, result=result,
+                            readback=readback)
+    LOGGER.info(
+        "load command %s %s on %s by %s: %s", request.request_id, request.command.value, request.device,
+        request.operator_id, "accepted" if result.accepted else f"rejected ({result.reason})",
+    )
+    return CommandOutcome(request, result, readback, "accepted" if result.accepted else "rejected")
