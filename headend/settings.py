@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from headend.fleetconfig import DaemonSettings
+from headend.loadmon import LoadSettings
 from protocols.errors import ConfigError
 
 __all__ = ["DatabaseSettings", "MqttSettings", "Settings", "default_data_dir", "load_settings"]
@@ -75,6 +76,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     mqtt: MqttSettings = MqttSettings()
     daemon: DaemonSettings = DaemonSettings()  # collection daemon: channels, meters, read plans
+    load: LoadSettings = LoadSettings()  # load monitoring: power/demand limits, terminal -> customer
 
     @classmethod
     def settings_customise_sources(
