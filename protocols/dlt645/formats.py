@@ -265,8 +265,8 @@ class DateTime:
     def decode(self, raw: bytes, opts: FormatOptions = DEFAULT_OPTIONS) -> tuple[Value, str]:
         if _all_ff(raw):
             return None, Status.NOT_SUPPORTED
-        if not any(raw):
-            return None, Status.EMPTY
+        if not any(raw) and ("MM" in self.layout or "DD" in self.layout):
+            return None, Status.EMPTY  # an all-zero date: the event never happened
         ordered = raw if opts.time_reversed else raw[::-1]  # most significant first
         parts: dict[str, int] = {}
         for name, b in zip(self.fields, ordered, strict=True):

@@ -174,12 +174,14 @@ def decode_frame_prefix(raw: bytes) -> tuple[Frame, int]:
         raise FrameError("start_byte", f"expected 68H at offset {i}, got {raw[i]:02X}H")
     frame, reason, total = _check(raw, i)
     if frame is None:
-        detail = {
-            "truncated": f"need {total or HEADER_LEN} bytes from offset {i}, have {len(raw) - i}",
-            "start_byte": "second 68H missing at offset 7",
-            "checksum": _checksum_detail(raw, i),
-            "end_byte": "16H missing after the checksum",
-        }[reason]
+        if reason == "checksum":
+            detail = _checksum_detail(raw, i)
+        else:
+            detail = {
+                "truncated": f"need {total or HEADER_LEN} bytes from offset {i}, have {len(raw) - i}",
+                "start_byte": "second 68H missing at offset 7",
+                "end_byte": "16H missing after the checksum",
+            }[reason]
         raise FrameError(reason, detail)
     return Frame(frame.address, frame.control, frame.data, preamble=i), i + total
 

@@ -375,7 +375,7 @@ def _encode_fields(item: DataItem, value: object, opts: FormatOptions) -> bytes:
         extra = [k for k in value if k not in {s.name for s in specs}]
         if extra:
             raise LocalProtocolError(f"{item.di_str}: unknown fields {', '.join(map(str, extra))}")
-    elif len(specs) == 1:
+    elif len(specs) == 1 and not (isinstance(value, list | tuple) and len(value) == 1):
         values = [value]
     elif isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
         values = list(value)
