@@ -1,0 +1,83 @@
+"""Load monitoring: limit crossings with hysteresis, per terminal and per customer; events and limits in the DB."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from headend.loadmon import LimitKind, LoadLimit, LoadMonitor, load_limits, store_events, upsert_limit
+from headend.settings import load_settings
+from protocols.reading import Reading
+
+T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+
+
+def power(meter: str, kw: float, minute: int = 0, q: str = "power.active.total") -> Reading:
+    return Reading(meter, q, T0 + timedelta(minutes=minute), kw, "kW", source="modbus:test")
+
+
+def test_power_limit_crossing_raises_one_event_each_way() -> None:
+    mon = LoadMonitor([LoadLimit("1", power_kw=100.0, hysteresis=0.1)])
+    assert mon.observe([power("1", 90)]) == []
+    (up,) = mon.observe([power("1", 120, 1)])
+    assert up.kind == "power_limit_exceeded" and up.value == 120 and up.limit == 100 and mon.over("1")
+    assert mon.observe([power("1", 130, 2), power("1", 95, 3)]) == []  # still within the hysteresis band
+    (down,) = mon.observe([power("1", 89, 4)])
+    assert down.kind == "power_limit_cleared" and not mon.over("1")
+    assert mon.observe([power("2", 500)]) == []  # no limit for terminal 2
+
+
+def test_demand_limit_uses_interval_demand() -> None:
+    mon = LoadMonitor([LoadLimit("1", demand_kw=80.0)])
+    (ev,) = mon.observe([power("1", 85, q="interval.demand.active"), power("1", 500)])
+    assert ev.kind == "demand_limit_exceeded" and ev.details["quantity"] == "interval.demand.active"
+
+
+def test_customer_limit_sums_its_terminals() -> None:
+    mon = LoadMonitor(
+        [LoadLimit("ACME", LimitKind.CUSTOMER, power_kw=150.0)], customers={"1": "ACME", "2": "ACME", "3": "X"}
+    )
+    assert mon.observe([power("1", 80), power("3", 400)]) == []
+    (ev,) = mon.observe([power("2", 90, 1)])
+    assert ev.kind == "power_limit_exceeded" and ev.meter == "ACME" and ev.value == 170
+    assert sorted(ev.details["devices"]) == ["1", "2"]
+
+
+def test_limits_from_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "h.toml"
+    cfg.write_text(
+        '[load]\ncustomers = {"1" = "ACME"}\n'
+        '[[load.limits]]\ntarget = "1"\npower_kw = 50\n'
+        '[[load.limits]]\ntarget = "ACME"\nkind = "customer"\npower_kw = 70\n'
+    )
+    s = load_settings(cfg)
+    mon = LoadMonitor(s.load.limit_table(), s.load.customers)
+    kinds = sorted(e.kind + ":" + e.meter for e in mon.observe([power("1", 80)]))
+    assert kinds == ["power_limit_exceeded:1", "power_limit_exceeded:ACME"]
+
+
+async def test_limits_and_events_in_the_database(pg_dsn: str) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await upsert_limit(conn, LoadLimit("mb-7", power_kw=40.0), "alice")
+        await upsert_limit(conn, LoadLimit("mb-7", power_kw=45.0, demand_kw=60.0), "bob")  # update in place
+        limits = await load_limits(conn)
+        assert limits[("mb-7", LimitKind.DEVICE)] == LoadLimit("mb-7", LimitKind.DEVICE, 45.0, 60.0, 0.05)
+        mon = LoadMonitor(limits)
+        events = mon.observe([power("mb-7", 50.0), power("mb-7", 30.0, 15)])
+        assert await store_events(conn, events) == 2
+        cur = await conn.execute(
+            "SELECT kind, value, limit_value FROM load_events WHERE meter = 'mb-7' ORDER BY ts"
+        )
+        assert await cur.fetchall() == [("power_limit_exceeded", 50.0, 45.0), ("power_limit_cleared", 30.0, 45.0)]
+
+
+@pytest.mark.parametrize("bad", ['[load]\nlimits = [{target = "1", power_kw = -5}]\n', "[load]\ncolour = 1\n"])
+def test_bad_limit_config_is_rejected(tmp_path, bad: str) -> None:  # type: ignore[no-untyped-def]
+    from protocols.errors import ConfigError
+
+    cfg = tmp_path / "h.toml"
+    cfg.write_text(bad)
+    with pytest.raises(ConfigError):
+        load_settings(cfg)
