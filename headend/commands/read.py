@@ -73,12 +73,8 @@ async def read_items(
                 from protocols.dlt645.client import Dlt645Client
 
                 assert isinstance(client, Dlt645Client)
-                if len(item) == 4:
-                    res = await client.read_raw_1997(meter, int(item, 16), priority=priority)
-                    d: dict[str, Any] = {"di": item, "name": "1997 item", "value": res.data[::-1].hex(),
-                                         "meter": res.address, "ts": res.received_at.isoformat()}
-                else:
-                    d = await client.read_decoded(meter, item, priority=priority)
+                d = await client.read_decoded(meter, item, version=1997 if len(item) == 4 else 2007,
+                                              priority=priority)
                 d["item"] = item
                 out.append(d)
             else:
