@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from headend.control.config import ControlSettings
 from headend.fleetconfig import DaemonSettings
 from headend.loadmon import LoadSettings
 from protocols.errors import ConfigError
@@ -77,6 +78,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     daemon: DaemonSettings = DaemonSettings()  # collection daemon: channels, meters, read plans
     load: LoadSettings = LoadSettings()  # load monitoring: power/demand limits, terminal -> customer
+    control: ControlSettings = ControlSettings()  # remote disconnect/reconnect: policies, roles, calendar
 
     @classmethod
     def settings_customise_sources(
