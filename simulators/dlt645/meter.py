@@ -12,12 +12,38 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from protocols.dlt645.frame import BROADCAST, Frame, address_from_wire, address_to_wire
+from protocols.dlt645.events import (
+    Ack,
+    BroadcastTimeSync,
+    ChangeBaud,
+    ChangeBaudResponse,
+    ErrorResponse,
+    EventClear,
+    Freeze,
+    Function,
+    MaxDemandReset,
+    MeterClear,
+    Password,
+    ReadAddress,
+    ReadAddressResponse,
+    ReadFollowUp,
+    ReadRequest,
+    ReadResponse,
+    RemoteControl,
+    Reply,
+    WriteAddress,
+    WriteData,
+)
+from protocols.dlt645.frame import BROADCAST, Frame, address_to_wire
+from protocols.dlt645.quirks import DEFAULT_QUIRKS, Quirks
+from protocols.dlt645.services import encode_reply, parse_request, split_read_reply
+from protocols.errors import FrameError, LocalProtocolError
 from simulators.clock import SimClock
 from simulators.dlt645.physics import SLOT_S, EnergySnapshot, MeterPhysics
-from simulators.dlt645.wire import bcd, bcd_int, date4, decode_bcd_int, decode_time6, time3, ts5, ts6, ts7
+from simulators.dlt645.wire import bcd, bcd_int, date4, decode_bcd_int, time3, ts5, ts6, ts7
 from simulators.faults import Fault, FaultSet
 from simulators.loadprofile import LoadProfile
 
@@ -97,8 +123,10 @@ class SimMeter:
         passwords: dict[int, str] | None = None,
         pv_kw: float = 0.0,
         initial_kwh: float = 0.0,
+        quirks: Quirks = DEFAULT_QUIRKS,
     ) -> None:
         self.address = address
+        self.quirks = quirks  # how this meter bends the standard (time order, DI map...)
         self.index = index
         self.clock_source = clock
         self.tz = tz
@@ -121,7 +149,7 @@ class SimMeter:
         self.params: dict[int, bytes] = {}
         self.control_log: list[ControlEvent] = []
         self.instant_freeze: tuple[datetime, EnergySnapshot] | None = None
-        self._followups: dict[int, list[bytes]] = {}
+        self._followups: dict[int, list[ReadResponse]] = {}
 
     # -- time ---------------------------------------------------------------------
     def true_now(self) -> datetime:
@@ -198,70 +226,62 @@ class SimMeter:
             return False
         return all(a == "A" or a == m for a, m in zip(address, self.address, strict=True))
 
-    def handle(self, req: Frame) -> list[Frame]:
-        """Replies to one request frame (empty: no reply)."""
-        if req.is_reply:
+    def handle(self, frame: Frame) -> list[Frame]:
+        """Replies to one request frame (empty: no reply), through the codec's request parser
+        and reply encoder (:mod:`protocols.dlt645.services`)."""
+        if frame.is_reply:
             return []
-        broadcast = req.address == BROADCAST
-        fn = req.function
+        broadcast = frame.address == BROADCAST
+        fn = frame.function
         if self.faults.has(Fault.ABNORMAL) and not broadcast:
-            return [self._error(fn, int(self.faults.value(Fault.ABNORMAL)) or ERR_OTHER)]
-        handler = _HANDLERS.get(fn)
-        if handler is None:
-            return [] if broadcast else [self._error(fn, ERR_OTHER)]
+            return [encode_reply(ErrorResponse(self.address, fn, int(self.faults.value(Fault.ABNORMAL)) or 1))]
         try:
+            req = parse_request(frame, self.quirks)
+            handler = _HANDLERS.get(type(req))
+            if handler is None:
+                raise _Reject(ERR_OTHER)
             replies = handler(self, req)
         except _Reject as exc:
-            replies = [self._error(fn, exc.err)]
-        except (ValueError, IndexError, KeyError):
-            replies = [self._error(fn, ERR_OTHER)]
-        return [] if broadcast else replies
+            replies = [ErrorResponse(self.address, fn, exc.err)]
+        except FrameError:
+            replies = [ErrorResponse(self.address, fn, ERR_BAUD if fn == Function.CHANGE_BAUD else ERR_OTHER)]
+        except (ValueError, IndexError, KeyError, LocalProtocolError):
+            replies = [ErrorResponse(self.address, fn, ERR_OTHER)]
+        if broadcast:
+            return []
+        return [encode_reply(r, self.quirks) for r in replies]
 
-    def _reply(self, fn: int, data: bytes = b"", *, follow: bool = False, address: str | None = None) -> Frame:
-        return Frame(address or self.address, 0x80 | fn | (0x20 if follow else 0), data)
-
-    def _error(self, fn: int, err: int) -> Frame:
-        return Frame(self.address, 0xC0 | fn, bytes((err,)))
-
-    def _check_password(self, data: bytes) -> str:
-        """Check PA P0 P1 P2 at the start of ``data``; return the operator code (C0..C3) after it."""
-        if len(data) < 8:
-            raise _Reject(ERR_OTHER)
-        level = data[0]
-        pw = data[1:4][::-1].hex().upper()
-        want = self.passwords.get(level)
-        if want is None or want.upper() != pw:
+    def _check_password(self, pw: Password) -> None:
+        want = self.passwords.get(pw.level)
+        if want is None or want.upper() != pw.password.upper():
             raise _Reject(ERR_PASSWORD)
-        return data[4:8][::-1].hex().upper()
 
-    # 11H read -----------------------------------------------------------------
-    def _read(self, req: Frame) -> list[Frame]:
-        if len(req.data) < 4:
-            raise _Reject(ERR_OTHER)
-        di_raw = req.data[:4]
-        di = int.from_bytes(di_raw, "little")
-        payload = self.read_value(di, req.data[4:])
+    # 11H / 01H read ---------------------------------------------------------------
+    def _read(self, req: ReadRequest) -> list[Reply]:
+        if req.version == 1997:
+            m = DI_1997.get(req.di)
+            value = self.read_value(m[0]) if m else None
+            if m is None or value is None:
+                raise _Reject(ERR_NO_DATA)
+            return [ReadResponse(self.address, req.di, m[1](value), function=0x01, version=1997)]
+        extra = b""
+        if req.count is not None:
+            extra = bcd_int(req.count, 1) + (ts5(req.start) if req.start is not None else b"")
+        payload = self.read_value(req.di, extra)
         if payload is None:
             raise _Reject(ERR_NO_DATA)
-        room = MAX_REPLY_DATA - 4
-        if len(payload) <= room:
-            return [self._reply(0x11, di_raw + payload)]
-        chunks = [payload[i : i + room - 1] for i in range(room, len(payload), room - 1)]
-        self._followups[di] = chunks
-        return [self._reply(0x11, di_raw + payload[:room], follow=True)]
+        parts = split_read_reply(self.address, req.di, payload, max_data=MAX_REPLY_DATA)
+        if len(parts) > 1:
+            self._followups[req.di] = parts[1:]
+        return [parts[0]]
 
-    def _read_follow(self, req: Frame) -> list[Frame]:
-        if len(req.data) < 5:
-            raise _Reject(ERR_OTHER)
-        di_raw, seq = req.data[:4], req.data[4]
-        di = int.from_bytes(di_raw, "little")
-        chunks = self._followups.get(di)
-        if not chunks or not 1 <= seq <= len(chunks):
+    def _read_follow(self, req: ReadFollowUp) -> list[Reply]:
+        parts = self._followups.get(req.di)
+        if not parts or not 1 <= req.seq <= len(parts):
             raise _Reject(ERR_NO_DATA)
-        more = seq < len(chunks)
-        if not more:
-            self._followups.pop(di, None)
-        return [self._reply(0x12, di_raw + chunks[seq - 1] + bytes((seq,)), follow=more)]
+        if req.seq == len(parts):
+            self._followups.pop(req.di, None)
+        return [parts[req.seq - 1]]
 
     def read_value(self, di: int, extra: bytes = b"") -> bytes | None:
         """The plain data bytes of one DI (after the DI), or None when the meter has no such data."""
@@ -276,40 +296,20 @@ class SimMeter:
                 return out if isinstance(out, bytes) else None
         return None
 
-    # 1997 read (01H) --------------------------------------------------------------
-    def _read97(self, req: Frame) -> list[Frame]:
-        if len(req.data) < 2:
-            raise _Reject(ERR_OTHER)
-        di97 = int.from_bytes(req.data[:2], "little")
-        m = DI_1997.get(di97)
-        if m is None:
-            raise _Reject(ERR_NO_DATA)
-        value = self.read_value(m[0])
-        if value is None:
-            raise _Reject(ERR_NO_DATA)
-        return [self._reply(0x01, req.data[:2] + m[1](value))]
-
     # 13H read address / 15H write address ------------------------------------
-    def _read_address(self, req: Frame) -> list[Frame]:
-        return [self._reply(0x13, address_to_wire(self.address))]
+    def _read_address(self, req: ReadAddress) -> list[Reply]:
+        return [ReadAddressResponse(self.address)]
 
-    def _write_address(self, req: Frame) -> list[Frame]:
-        if len(req.data) != 6:
+    def _write_address(self, req: WriteAddress) -> list[Reply]:
+        if not req.new_address.isdigit():
             raise _Reject(ERR_OTHER)
-        new = address_from_wire(req.data)
-        if not new.isdigit():
-            raise _Reject(ERR_OTHER)
-        self.address = new
-        return [self._reply(0x15)]
+        self.address = req.new_address
+        return [Ack(self.address, Function.WRITE_ADDRESS)]
 
     # 14H write --------------------------------------------------------------------
-    def _write(self, req: Frame) -> list[Frame]:
-        d = req.data
-        if len(d) < 12:
-            raise _Reject(ERR_OTHER)
-        di = int.from_bytes(d[:4], "little")
-        operator = self._check_password(d[4:12])
-        value = d[12:]
+    def _write(self, req: WriteData) -> list[Reply]:
+        self._check_password(req.password)
+        di, value = req.di, req.data
         now_local = self.clock().replace(tzinfo=None)
         if di == 0x04000101:  # date YYMMDDWW
             _, dd, mo, yy = (decode_bcd_int(bytes((b,))) for b in value[:4])
@@ -327,49 +327,44 @@ class SimMeter:
         else:
             raise _Reject(ERR_PASSWORD)
         self.events.programming += 1
-        self.events.last_programming = (self.clock(), operator, [di])
-        return [self._reply(0x14)]
+        self.events.last_programming = (self.clock(), req.operator, [di])
+        return [Ack(self.address, Function.WRITE_DATA)]
 
     # 16H freeze ---------------------------------------------------------------------
-    def _freeze(self, req: Frame) -> list[Frame]:
-        if len(req.data) != 4:
-            raise _Reject(ERR_OTHER)
-        if req.data == b"\x99\x99\x99\x99":
+    def _freeze(self, req: Freeze) -> list[Reply]:
+        if req.month is None and req.day is None and req.hour is None and req.minute is None:
             self.instant_freeze = (self.clock(), self.energy())
         else:
-            self.params[0x04001201] = bytes(req.data)  # scheduled freeze time, kept as written
-        return [self._reply(0x16)]
+            self.params[0x04001201] = bytes(
+                0x99 if v is None else bcd_int(v, 1)[0] for v in (req.minute, req.hour, req.day, req.month)
+            )
+        return [Ack(self.address, Function.FREEZE)]
 
     # 17H change baud ----------------------------------------------------------------
-    def _change_baud(self, req: Frame) -> list[Frame]:
-        if len(req.data) != 1:
-            raise _Reject(ERR_OTHER)
-        rate = BAUD_BITS.get(req.data[0])
-        if rate is None or rate not in SUPPORTED_BAUDS:
+    def _change_baud(self, req: ChangeBaud) -> list[Reply]:
+        if req.baud not in SUPPORTED_BAUDS:
             raise _Reject(ERR_BAUD)
-        self.baud = rate
-        return [self._reply(0x17, bytes(req.data))]
+        self.baud = req.baud
+        return [ChangeBaudResponse(self.address, req.baud)]
 
     # 19H / 1AH / 1BH -----------------------------------------------------------------
-    def _md_reset(self, req: Frame) -> list[Frame]:
-        self._check_password(req.data)
+    def _md_reset(self, req: MaxDemandReset) -> list[Reply]:
+        self._check_password(req.password)
         self.physics.reset_max_demand(self.true_now())
-        return [self._reply(0x19)]
+        return [Ack(self.address, Function.MAX_DEMAND_RESET)]
 
-    def _meter_clear(self, req: Frame) -> list[Frame]:
-        self._check_password(req.data)
+    def _meter_clear(self, req: MeterClear) -> list[Reply]:
+        self._check_password(req.password)
         now = self.true_now()
         self._clear_base = self.physics.energy_at(now)
         self._clear_at = now
         self.physics.reset_max_demand(now)
         self.events = _Events(voltage_loss=[0, 0, 0], voltage_loss_minutes=[0, 0, 0], cover_open=0)
-        return [self._reply(0x1A)]
+        return [Ack(self.address, Function.METER_CLEAR)]
 
-    def _event_clear(self, req: Frame) -> list[Frame]:
-        self._check_password(req.data)
-        if len(req.data) < 12:
-            raise _Reject(ERR_OTHER)
-        di = int.from_bytes(req.data[8:12], "little")
+    def _event_clear(self, req: EventClear) -> list[Reply]:
+        self._check_password(req.password)
+        di = req.di
         if di == 0xFFFFFFFF:
             self.events = _Events(voltage_loss=[0, 0, 0], voltage_loss_minutes=[0, 0, 0], cover_open=0)
         elif di >> 16 == 0x0301:
@@ -380,31 +375,22 @@ class SimMeter:
             self.events.last_cover_open = None
         else:
             raise _Reject(ERR_NO_DATA)
-        return [self._reply(0x1B)]
+        return [Ack(self.address, Function.EVENT_CLEAR)]
 
     # 1CH remote control ---------------------------------------------------------------
-    def _control(self, req: Frame) -> list[Frame]:
-        d = req.data
-        if len(d) != 16:
-            raise _Reject(ERR_OTHER)
+    def _control(self, req: RemoteControl) -> list[Reply]:
+        command = _STANDARD_CONTROLS.get(int(req.command), "?")
         try:
-            operator = self._check_password(d)
-        except _Reject as exc:
-            self.control_log.append(ControlEvent(self.clock(), _STANDARD_CONTROLS.get(d[8], "?"), "", False, exc.err))
-            raise
-        command = _STANDARD_CONTROLS.get(d[8])
-        try:
-            if command is None:
-                raise _Reject(ERR_OTHER)
-            valid_until = decode_time6(d[10:16]).replace(tzinfo=self.tz)
+            self._check_password(req.password)
+            valid_until = req.valid_until.replace(tzinfo=self.tz)
             if valid_until < self.clock():
                 raise _Reject(ERR_OTHER)  # command expired
-            self._apply_control(command, operator)
+            self._apply_control(command, req.operator)
         except _Reject as exc:
-            self.control_log.append(ControlEvent(self.clock(), command or "?", operator, False, exc.err))
+            self.control_log.append(ControlEvent(self.clock(), command, req.operator, False, exc.err))
             raise
-        self.control_log.append(ControlEvent(self.clock(), command, operator, True))
-        return [self._reply(0x1C)]
+        self.control_log.append(ControlEvent(self.clock(), command, req.operator, True))
+        return [Ack(self.address, Function.REMOTE_CONTROL)]
 
     def _apply_control(self, command: str, operator: str) -> None:
         if command == "trip":
@@ -432,6 +418,8 @@ class SimMeter:
             self._close_relay(operator)
         elif command == "keep_power_off":
             self.keep_power = False
+        else:
+            raise _Reject(ERR_OTHER)
 
     def _close_relay(self, operator: str) -> None:
         self.relay_armed = False
@@ -441,10 +429,8 @@ class SimMeter:
             self.events.last_close = (self.clock(), operator)
 
     # 08H broadcast time sync --------------------------------------------------------------
-    def _time_sync(self, req: Frame) -> list[Frame]:
-        if len(req.data) != 6:
-            raise _Reject(ERR_OTHER)
-        self.set_clock(decode_time6(req.data))
+    def _time_sync(self, req: BroadcastTimeSync) -> list[Reply]:
+        self.set_clock(req.time)
         return []
 
     # -- history -------------------------------------------------------------------------
@@ -740,18 +726,17 @@ _energy_readers()
 _instant_readers()
 _misc_readers()
 
-_HANDLERS: dict[int, Callable[[SimMeter, Frame], list[Frame]]] = {
-    0x01: SimMeter._read97,
-    0x08: SimMeter._time_sync,
-    0x11: SimMeter._read,
-    0x12: SimMeter._read_follow,
-    0x13: SimMeter._read_address,
-    0x14: SimMeter._write,
-    0x15: SimMeter._write_address,
-    0x16: SimMeter._freeze,
-    0x17: SimMeter._change_baud,
-    0x19: SimMeter._md_reset,
-    0x1A: SimMeter._meter_clear,
-    0x1B: SimMeter._event_clear,
-    0x1C: SimMeter._control,
+_HANDLERS: dict[type, Callable[[SimMeter, Any], list[Reply]]] = {
+    BroadcastTimeSync: SimMeter._time_sync,
+    ReadRequest: SimMeter._read,
+    ReadFollowUp: SimMeter._read_follow,
+    ReadAddress: SimMeter._read_address,
+    WriteData: SimMeter._write,
+    WriteAddress: SimMeter._write_address,
+    Freeze: SimMeter._freeze,
+    ChangeBaud: SimMeter._change_baud,
+    MaxDemandReset: SimMeter._md_reset,
+    MeterClear: SimMeter._meter_clear,
+    EventClear: SimMeter._event_clear,
+    RemoteControl: SimMeter._control,
 }
