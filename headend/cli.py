@@ -35,6 +35,9 @@ COMMAND_MODULES: list[str] = [
     "headend.commands.run",
     "headend.commands.kpi",
     "headend.commands.load",
+    "headend.commands.control",
+    "headend.commands.arrears",
+    "headend.commands.payments",
 ]
 
 

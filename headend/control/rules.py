@@ -20,6 +20,7 @@ from headend.control.calendar import HolidayCalendar
 from headend.control.config import ControlPolicy
 
 __all__ = [
+    "MANUAL_RULES",
     "RULES",
     "AccountState",
     "Check",
@@ -252,18 +253,26 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+#: Rules for a manual disconnect (not for arrears: no amount or notice rules, but the same protections).
+MANUAL_RULES: tuple[str, ...] = ("hours", "days", "exemptions", "external")
+
+
 def evaluate(
     account: AccountState,
     at: datetime,
     policy: ControlPolicy,
     calendar: HolidayCalendar,
     external: Sequence[str] = (),
+    rules: Sequence[str] | None = None,
 ) -> Decision:
-    """Pure: the decision for one account at ``at`` (aware), with every check's verdict."""
+    """Pure: the decision for one account at ``at`` (aware), with every check's verdict.
+
+    ``rules`` restricts evaluation to those rule codes (manual disconnects use :data:`MANUAL_RULES`).
+    """
     if at.tzinfo is None:
         raise ValueError("evaluate() needs an aware datetime")
     ctx = CutContext(account, at, policy, calendar, tuple(external))
-    checks = tuple(ch for rule in RULES for ch in rule.check(ctx))
+    checks = tuple(ch for rule in RULES if rules is None or rule.code in rules for ch in rule.check(ctx))
     return Decision(account.account, account.meter, account.bus, all(ch.ok for ch in checks), checks)
 
 

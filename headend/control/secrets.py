@@ -22,9 +22,10 @@ Environment (wins over the file): ``HEADEND_METER_PASSWORD``, ``HEADEND_METER_PA
 
 Decision on stored frames: the audit trail keeps every frame sent and received *masked*:
 the password and operator-code bytes of DL/T 645 frames that carry them (14H, 18H-1CH) are
-replaced by ``**`` in the stored hex; the rest (address, control code, N1, valid-until,
-checksum) stays as sent. Masking is chosen over encryption so that the audit trail can be
-read and exported without a key, and a database dump cannot leak a password at all.
+replaced by ``**`` in the stored hex, and so is the checksum (it would give away the sum of
+the secret bytes); the rest (address, control code, PA level, N1, valid-until) stays as
+sent. Masking is chosen over encryption so that the audit trail can be read and exported
+without a key, and a database dump cannot leak a password at all.
 Masking of logs: :func:`install_log_masking` wraps the log-record factory so that any
 record (including the ``headend.trace`` frame dumps) has secrets and their on-the-wire
 forms replaced by ``***`` before any handler sees it.
@@ -183,15 +184,20 @@ def mask_frame(raw: bytes) -> str:
         is_request = not raw[i + 8] & 0x80
         data_at = i + 10
         length = raw[i + 9]
+        masked = False
         if is_request:
             for off, n in _AUTH_AT.get(fn, []):
                 for k in range(off + 1, off + 1 + n):  # PA (level) stays visible
                     if k < length and data_at + k < len(parts):
                         parts[data_at + k] = "**"
+                        masked = True
         elif fn == 0x18 and length >= 4:  # the reply to a password change echoes the new password
             for k in range(1, length):
                 if data_at + k < len(parts):
                     parts[data_at + k] = "**"
+                    masked = True
+        if masked and data_at + length < len(parts):
+            parts[data_at + length] = "**"  # the checksum would give away the sum of the secret bytes
     return " ".join(parts)
 
 
