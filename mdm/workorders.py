@@ -225,23 +225,25 @@ def _prepare(
 
 # One statement: insert, or add the evidence to the open order of that meter and type.
 # The priority rule mirrors merge_priority() (kept in SQL so concurrent raisers cannot race).
-_UPSERT = """
+_DUP = ("(EXCLUDED.evidence->0->>'key' IS NOT NULL AND work_orders.evidence @> "
+        "jsonb_build_array(jsonb_build_object('key', EXCLUDED.evidence->0->>'key')))")
+_UPSERT = f"""
 INSERT INTO work_orders (meter, type, status, priority, evidence, source, summary, due_at)
 VALUES (%(meter)s, %(type)s, 'open', %(priority)s, %(evidence)s, %(source)s, %(summary)s, now() + %(sla)s)
 ON CONFLICT (meter, type) WHERE status IN ('open', 'dispatched') DO UPDATE SET
-    evidence = (
+    evidence = CASE WHEN {_DUP} THEN work_orders.evidence ELSE (
         SELECT COALESCE(jsonb_agg(e ORDER BY o), '[]'::jsonb) FROM (
             SELECT e, o FROM jsonb_array_elements(work_orders.evidence || EXCLUDED.evidence)
                 WITH ORDINALITY AS t(e, o)
             ORDER BY o DESC LIMIT %(max_evidence)s
         ) kept
-    ),
-    priority = GREATEST(1, LEAST(5,
+    ) END,
+    priority = CASE WHEN {_DUP} THEN work_orders.priority ELSE GREATEST(1, LEAST(5,
         LEAST(work_orders.priority, EXCLUDED.priority)
-        - CASE WHEN jsonb_array_length(work_orders.evidence) + 1 = %(escalate)s THEN 1 ELSE 0 END)),
+        - CASE WHEN jsonb_array_length(work_orders.evidence) + 1 = %(escalate)s THEN 1 ELSE 0 END)) END,
     summary = CASE WHEN EXCLUDED.priority < work_orders.priority THEN EXCLUDED.summary
                    ELSE work_orders.summary END,
-    updated_at = now()
+    updated_at = CASE WHEN {_DUP} THEN work_orders.updated_at ELSE now() END
 RETURNING id, (xmax = 0) AS created, status, priority, jsonb_array_length(evidence) AS n
 """
 
@@ -263,7 +265,8 @@ async def raise_work_order(
 
     ``type`` is a :class:`WorkOrderType` value (e.g. ``"disconnect_visit"``); ``priority`` 1..5
     (1 most urgent; default from :data:`CATALOGUE`); ``evidence`` any JSON-able mapping
-    (``summary`` or ``explanation`` becomes the order's summary). Runs in the caller's
+    (``summary`` or ``explanation`` becomes the order's summary; an item with a ``key`` already
+    on the open order is not added again, so a raiser may repeat itself safely). Runs in the caller's
     transaction: commit it (or use an autocommit connection).
     """
     params = _prepare(meter, type, evidence, priority, source)

@@ -447,7 +447,7 @@ def check_reverse_energy(export: FloatArray | None, power: FloatArray | None, t0
 
 def check_register_decrease(reads: FloatArray, ts: IntArray, th: Thresholds,
                             segment: IntArray | None = None) -> tuple[Findings, Findings]:
-    """示度下降 vs rollover, on a register grid ``reads`` (M x K, NaN = no read) at times ``ts`` (K).
+    """示度下降 vs rollover, on a register grid ``reads`` (M x K, NaN = no read) at times ``ts`` (K, or M x K).
 
     Consecutive known reads are compared. A drop from within ``rollover_margin`` of
     ``register_max`` to within the margin of zero is a rollover (info), any other drop beyond
@@ -457,6 +457,7 @@ def check_register_decrease(reads: FloatArray, ts: IntArray, th: Thresholds,
     m, k = reads.shape
     if k < 2:
         return _empty("register_decrease"), _empty("register_rollover")
+    tsm = ts if ts.ndim == 2 else np.broadcast_to(ts[None, :], (m, k))  # per-meter read times allowed
     # previous known read per cell (forward fill of indices)
     known = ~np.isnan(reads)
     idx = np.where(known, np.arange(k)[None, :], -1)
@@ -489,7 +490,7 @@ def check_register_decrease(reads: FloatArray, ts: IntArray, th: Thresholds,
         if rule == "register_rollover":
             vals["register_max"] = np.full(r.size, th.register_max)
             vals["consumption"] = th.register_max - prev_val[r, c] + reads[r, c]
-        out.append(Findings(rule, r.astype(np.int64), ts[pc], ts[c] + 1, vals, text))
+        out.append(Findings(rule, r.astype(np.int64), tsm[r, pc], tsm[r, c] + 1, vals, text))
     return out[0], out[1]
 
 

@@ -1,0 +1,118 @@
+"""The VEE runner end to end on the database: exceptions, estimates as versions, re-runs, work orders."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+
+from mdm.vee.config import Thresholds, VeeConfig
+from mdm.vee.runner import run_vee
+from tests.vee.helpers import put
+
+TZ = ZoneInfo("Asia/Shanghai")
+DAY = datetime(2026, 3, 10, tzinfo=TZ)
+CFG = VeeConfig(classes={"residential": Thresholds(history_days=7)})
+Q = "interval.energy.active.import"
+
+
+def profile(ts: datetime) -> float:
+    h = ts.astimezone(TZ).hour + ts.astimezone(TZ).minute / 60
+    return round(0.2 + 0.1 * math.sin(2 * math.pi * (h - 6) / 24), 4)
+
+
+def load_meter(conn: psycopg.Connection, meter: str, *, gap: tuple[int, int] | None = None,
+               spike_at: int | None = None, clock_offset: float | None = None, decrease: bool = False) -> None:
+    start = DAY - timedelta(days=7)
+    rows = []
+    reg = 1000.0
+    regs = []
+    for i in range(8 * 96):
+        ts = start + timedelta(minutes=15 * i)
+        if i % 96 == 0:
+            regs.append((meter, "energy.active.import", ts, round(reg, 4)))
+        v = profile(ts)
+        reg += v
+        day_i = i - 7 * 96
+        if gap and gap[0] <= day_i < gap[1]:
+            continue
+        if spike_at is not None and day_i == spike_at:
+            v = 5.0
+        rows.append((meter, Q, ts, v))
+    regs.append((meter, "energy.active.import", DAY + timedelta(days=1), round(reg, 4)))
+    if decrease:
+        regs.append((meter, "energy.active.import", DAY + timedelta(hours=18), round(reg - 50, 4)))
+    put(conn, "interval_reads", rows)
+    put(conn, "register_reads", regs)
+    if clock_offset is not None:
+        put(conn, "register_reads", [(meter, "clock.offset", DAY + timedelta(hours=10), clock_offset)])
+
+
+@pytest.fixture()
+def fleet(conn: psycopg.Connection) -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    m = {"clean": f"A{tag}", "faulty": f"B{tag}", "spiky": f"C{tag}"}
+    load_meter(conn, m["clean"])
+    load_meter(conn, m["faulty"], gap=(48, 60), clock_offset=400.0, decrease=True)
+    load_meter(conn, m["spiky"], spike_at=80)
+    return m
+
+
+def test_run_stores_exceptions_estimates_and_orders(conn: psycopg.Connection, fleet: dict[str, str]) -> None:
+    meters = list(fleet.values())
+    s = run_vee(conn, DAY, DAY + timedelta(days=1), meters=meters, config=CFG, tz="Asia/Shanghai",
+                now=DAY + timedelta(days=2))
+    by_meter: dict[str, set[str]] = {}
+    for r in s.records:
+        by_meter.setdefault(r.meter, set()).add(r.rule)
+    assert fleet["clean"] not in by_meter
+    assert {"gap", "day_count", "clock_drift", "register_decrease"} <= by_meter[fleet["faulty"]]
+    assert "spike" in by_meter[fleet["spiky"]]
+    gap = next(r for r in s.records if r.rule == "gap")
+    assert gap.values["missing"] == 12 and gap.start == DAY + timedelta(hours=12)
+    dc = next(r for r in s.records if r.rule == "day_count")
+    assert dc.values == {"found": 84, "expected": 96}
+    stored = conn.execute("SELECT count(*) FROM vee_exceptions WHERE run_id = %s", (s.run_id,)).fetchone()
+    assert stored == (len(s.records),)
+
+    # the 12 missing intervals are estimated as new versions, raw untouched
+    vers = conn.execute("SELECT ts, version, value, quality, method, operator FROM read_versions WHERE meter = %s "
+                        "ORDER BY ts", (fleet["faulty"],)).fetchall()
+    assert len(vers) == 12 and s.new_versions == 12
+    assert all(v[1] == 1 and v[3] == 1 and v[4] in ("linear", "shape", "shape+scaled", "linear+scaled")
+               for v in vers)
+    for ts, _, value, *_ in vers:
+        assert value == pytest.approx(profile(ts), abs=0.05)
+    raw = conn.execute("SELECT count(*) FROM interval_reads WHERE meter = %s", (fleet["faulty"],)).fetchone()
+    assert raw == (8 * 96 - 12,)
+
+    # work orders: one per meter and type
+    orders = conn.execute("SELECT type, status FROM work_orders WHERE meter = %s ORDER BY type",
+                          (fleet["faulty"],)).fetchall()
+    assert orders == [("clock_error", "open"), ("manual_reread", "open"), ("meter_fault", "open")]
+
+    # a second run changes nothing: same exception rows, no new versions, no new orders
+    s2 = run_vee(conn, DAY, DAY + timedelta(days=1), meters=meters, config=CFG, tz="Asia/Shanghai",
+                 now=DAY + timedelta(days=2))
+    assert s2.new_versions == 0
+    total = conn.execute("SELECT count(*) FROM vee_exceptions WHERE meter = ANY(%s)", (meters,)).fetchone()
+    assert total == (len(s.records),)
+    n_orders = conn.execute("SELECT count(*) FROM work_orders WHERE meter = ANY(%s)", (meters,)).fetchone()
+    assert n_orders is not None and n_orders[0] == len(set(s.work_orders))
+
+
+def test_prolonged_estimation_raises_its_own_exception(conn: psycopg.Connection) -> None:
+    m = f"P{uuid.uuid4().hex[:8]}"
+    load_meter(conn, m, gap=(0, 96))  # the whole day missing
+    cfg = VeeConfig(classes={"residential": Thresholds(history_days=7, prolonged_estimated_intervals=48)})
+    s = run_vee(conn, DAY, DAY + timedelta(days=1), meters=[m], config=cfg, now=DAY + timedelta(days=2))
+    pro = [r for r in s.records if r.rule == "prolonged_estimation"]
+    assert len(pro) == 1 and pro[0].values["estimated"] == 96
+    # scaled to the midnight register reads: the day's estimate holds the register delta
+    total = conn.execute("SELECT sum(value) FROM read_versions WHERE meter = %s", (m,)).fetchone()
+    expected = sum(profile(DAY + timedelta(minutes=15 * i)) for i in range(96))
+    assert total is not None and total[0] == pytest.approx(expected, rel=1e-6)
