@@ -41,6 +41,7 @@ __all__ = [
     "baud_from_word",
     "baud_to_word",
     "bcd_to_int",
+    "format_options",
     "int_to_bcd",
 ]
 
@@ -66,6 +67,13 @@ class FormatOptions:
 DEFAULT_OPTIONS = FormatOptions()
 
 
+_OPTIONS = {False: DEFAULT_OPTIONS, True: FormatOptions(time_reversed=True)}
+
+
+def format_options(time_reversed: bool) -> FormatOptions:
+    return _OPTIONS[bool(time_reversed)]
+
+
 class Format(Protocol):
     @property
     def size(self) -> int | None: ...
@@ -79,24 +87,17 @@ class Format(Protocol):
 
 def bcd_to_int(raw: bytes) -> int | None:
     """Little-endian BCD bytes to an int; ``None`` when a nibble is not a decimal digit."""
-    n = 0
-    for b in reversed(raw):
-        hi, lo = b >> 4, b & 0x0F
-        if hi > 9 or lo > 9:
-            return None
-        n = n * 100 + hi * 10 + lo
-    return n
+    text = raw[::-1].hex()
+    if not text.isdigit():
+        return None if text else 0
+    return int(text)
 
 
 def int_to_bcd(n: int, size: int) -> bytes:
     """A non-negative int to ``size`` little-endian BCD bytes (raises if it does not fit)."""
     if n < 0 or n >= 100**size:
         raise LocalProtocolError(f"{n} does not fit in {size} BCD bytes")
-    out = bytearray()
-    for _ in range(size):
-        n, r = divmod(n, 100)
-        out.append((r // 10) << 4 | (r % 10))
-    return bytes(out)
+    return bytes.fromhex(f"{n:0{2 * size}d}")[::-1]
 
 
 def _all_ff(raw: bytes) -> bool:

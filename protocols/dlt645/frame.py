@@ -16,6 +16,7 @@ No I/O here: bytes in, :class:`Frame` or :class:`BadFrame` out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from protocols.errors import FrameError, LocalProtocolError
 
@@ -45,12 +46,18 @@ MIN_FRAME = 12  # header + CS + 16
 _ADDRESS_NIBBLES = frozenset("0123456789A")
 
 
+_PLUS_33 = bytes((b + 0x33) & 0xFF for b in range(256))
+_MINUS_33 = bytes((b - 0x33) & 0xFF for b in range(256))
+
+
 def scramble(data: bytes) -> bytes:
-    return bytes((b + 0x33) & 0xFF for b in data)
+    """+33H on every byte (what goes on the wire)."""
+    return bytes(data).translate(_PLUS_33)
 
 
 def unscramble(data: bytes) -> bytes:
-    return bytes((b - 0x33) & 0xFF for b in data)
+    """-33H on every byte (plain data from the wire)."""
+    return bytes(data).translate(_MINUS_33)
 
 
 def checksum(data: bytes | bytearray) -> int:
@@ -59,6 +66,13 @@ def checksum(data: bytes | bytearray) -> int:
 
 def address_to_wire(address: str) -> bytes:
     """``"123456789012"`` -> ``12 90 78 56 34 12``. Shorter addresses are left-padded with 0."""
+    if not isinstance(address, str):
+        raise LocalProtocolError(f"bad meter address {address!r}: expected a string of digits")
+    return _address_to_wire(address)
+
+
+@lru_cache(maxsize=4096)
+def _address_to_wire(address: str) -> bytes:
     a = address.strip().upper()
     if not a or len(a) > 12 or not set(a) <= _ADDRESS_NIBBLES:
         raise LocalProtocolError(f"bad meter address {address!r}: up to 12 digits, 'A' for wildcards")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from protocols.dlt645.formats import FormatOptions
+from protocols.dlt645.formats import FormatOptions, format_options
 from protocols.errors import ConfigError
 
 __all__ = ["DEFAULT_QUIRKS", "QuirkBook", "Quirks", "load_quirks", "quirks_from_mapping"]
@@ -74,7 +74,7 @@ class Quirks:
 
     @property
     def format_options(self) -> FormatOptions:
-        return FormatOptions(time_reversed=self.time_reversed)
+        return format_options(self.time_reversed)
 
     def pad_address(self, address: str) -> str:
         """Pad a short address to 12 digits with this meter's padding digit."""

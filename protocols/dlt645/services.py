@@ -221,27 +221,29 @@ def request_bytes(req: Request, quirks: Quirks = DEFAULT_QUIRKS) -> bytes:
     return encode_frame(encode_request(req, quirks), preamble=quirks.request_preamble)
 
 
+_FUNCTION_OF: dict[type, tuple[int, int]] = {  # type -> (2007 function, 1997 function)
+    BroadcastTimeSync: (Function.BROADCAST_TIME_SYNC, Function97.BROADCAST_TIME_SYNC),
+    ReadRequest: (Function.READ_DATA, Function97.READ_DATA),
+    ReadFollowUp: (Function.READ_FOLLOW_UP, Function97.READ_FOLLOW_UP),
+    ReadAddress: (Function.READ_ADDRESS, Function.READ_ADDRESS),
+    WriteData: (Function.WRITE_DATA, Function97.WRITE_DATA),
+    WriteAddress: (Function.WRITE_ADDRESS, Function.WRITE_ADDRESS),
+    Freeze: (Function.FREEZE, Function.FREEZE),
+    ChangeBaud: (Function.CHANGE_BAUD, Function.CHANGE_BAUD),
+    ChangePassword: (Function.CHANGE_PASSWORD, Function.CHANGE_PASSWORD),
+    MaxDemandReset: (Function.MAX_DEMAND_RESET, Function.MAX_DEMAND_RESET),
+    MeterClear: (Function.METER_CLEAR, Function.METER_CLEAR),
+    EventClear: (Function.EVENT_CLEAR, Function.EVENT_CLEAR),
+    RemoteControl: (Function.REMOTE_CONTROL, Function.REMOTE_CONTROL),
+}
+
+
 def request_function(req: Request) -> int:
     """The function code a request uses (without encoding it)."""
     if isinstance(req, RawRequest):
         return req.control & 0x1F
-    v1997 = getattr(req, "version", 2007) == 1997
-    table: dict[type, int] = {
-        BroadcastTimeSync: Function.BROADCAST_TIME_SYNC,
-        ReadRequest: Function97.READ_DATA if v1997 else Function.READ_DATA,
-        ReadFollowUp: Function97.READ_FOLLOW_UP if v1997 else Function.READ_FOLLOW_UP,
-        ReadAddress: Function.READ_ADDRESS,
-        WriteData: Function97.WRITE_DATA if v1997 else Function.WRITE_DATA,
-        WriteAddress: Function.WRITE_ADDRESS,
-        Freeze: Function.FREEZE,
-        ChangeBaud: Function.CHANGE_BAUD,
-        ChangePassword: Function.CHANGE_PASSWORD,
-        MaxDemandReset: Function.MAX_DEMAND_RESET,
-        MeterClear: Function.METER_CLEAR,
-        EventClear: Function.EVENT_CLEAR,
-        RemoteControl: Function.REMOTE_CONTROL,
-    }
-    return table[type(req)]
+    f07, f97 = _FUNCTION_OF[type(req)]
+    return int(f97 if getattr(req, "version", 2007) == 1997 else f07)
 
 
 def request_key(req: Request, quirks: Quirks = DEFAULT_QUIRKS) -> tuple[str, int, int | None]:
@@ -252,6 +254,8 @@ def request_key(req: Request, quirks: Quirks = DEFAULT_QUIRKS) -> tuple[str, int
 
 def address_matches(pattern: str, address: str) -> bool:
     """Does a reply address match the request address (``A`` digits match anything)?"""
+    if pattern == address:
+        return True
     return len(pattern) == len(address) and all(p in ("A", a) for p, a in zip(pattern, address, strict=True))
 
 
