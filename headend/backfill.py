@@ -110,7 +110,7 @@ class Backfiller:
         """How long after a boundary the scheduled read has surely had its chance."""
         if plan is None:
             return timedelta(0)
-        return timedelta(seconds=plan.offset + plan.jitter + (plan.every or 0) + 60)
+        return timedelta(seconds=plan.offset + plan.jitter + 60)
 
     async def sweep(
         self, conn: psycopg.AsyncConnection[Any], channel: Channel, now: datetime, meters: Sequence[str] | None = None
@@ -131,6 +131,8 @@ class Backfiller:
             step = timedelta(seconds=self.cfg.interval)
             depth = min(self.cfg.lookback_days, self.cfg.profile_depth_days)
             start = now - timedelta(days=depth)
+            if self.cfg.not_before is not None:
+                start = max(start, self.cfg.not_before)
             end = now - self._settle(plan) - 2 * step
             use = [m for m in alive if plan.applies_to(channel.meters[m].group)]
             gaps = await missing_intervals(conn, channel, use, start, end, self.cfg.interval)
@@ -150,6 +152,8 @@ class Backfiller:
             days = min(self.cfg.lookback_days, self.cfg.frozen_depth_days)
             gaps = await missing_daily(conn, channel, use, days, now - self._settle(plan))
             for m, midnight in gaps:
+                if self.cfg.not_before is not None and midnight < self.cfg.not_before:
+                    continue
                 if per_meter.get(m, 0) >= self.cfg.max_jobs_per_meter:
                     continue
                 tz = channel.meters[m].tz

@@ -34,6 +34,7 @@ COMMAND_MODULES: list[str] = [
     "headend.commands.frame",
     "headend.commands.run",
     "headend.commands.kpi",
+    "headend.commands.demo",
     "headend.commands.load",
     "headend.commands.control",
     "headend.commands.arrears",

@@ -23,6 +23,7 @@ Validated at start; every problem is reported with its key path.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -105,6 +106,7 @@ class BackfillConfig(_Section):
     profile_depth_days: int = Field(default=10, ge=1, description="days of load profile a meter keeps")
     interval: float = Field(default=900.0, gt=0, description="load-profile interval (s)")
     max_jobs_per_meter: int = Field(default=8, ge=1)
+    not_before: datetime | None = Field(default=None, description="ignore gaps before this (commissioning date)")
 
 
 class LeaseConfig(_Section):
