@@ -230,8 +230,11 @@ class Dlt645Client(MeterClient, RelayControl):
                 else:
                     self.stats["replies"] += 1
                     return ev
+            partial = self.conn.buffered
         finally:
             self.conn.cancel()
+        if partial and bad is None:
+            raise FrameError("truncated", f"incomplete reply from {req.address} ({partial} bytes, then silence)")
         if bad is not None:
             raise FrameError(bad.reason, f"no valid reply from {req.address}; last bad frame {bad.raw[:40].hex(' ')}")
         noise = received - len(raw) * (self.conn.ignored_echoes - echoes)

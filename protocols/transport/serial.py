@@ -7,6 +7,7 @@ DL/T 645 lines run 8E1. A pty rejects even parity, so tests use ``parity=N``.
 from __future__ import annotations
 
 import asyncio
+import termios
 from typing import Any
 
 from protocols.errors import TransportError
@@ -32,9 +33,14 @@ class SerialChannel(ChannelABC):
             "bytesize": s.bytesize,
             "stopbits": s.stopbits,
         }
-        transport, _ = await serial_asyncio_fast.create_serial_connection(
-            loop, lambda: ChannelProtocol(self), s.path, **kwargs
-        )
+        try:
+            transport, _ = await serial_asyncio_fast.create_serial_connection(
+                loop, lambda: ChannelProtocol(self), s.path, **kwargs
+            )
+        except termios.error as exc:
+            hint = " (a pseudo-terminal rejects even parity: use parity=N)" if s.parity != "N" else ""
+            line = f"{s.baud} 8{s.parity}{s.stopbits}"
+            raise TransportError(f"cannot configure {s.path} for {line}: {exc}{hint}") from exc
         self._transport = transport
 
     async def _close(self) -> None:
