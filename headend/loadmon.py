@@ -40,6 +40,7 @@ __all__ = [
     "LoadSettings",
     "audit_command",
     "load_limits",
+    "run",
     "run_load_command",
     "store_events",
     "upsert_limit",
@@ -299,3 +300,64 @@ async def run_load_command(
         request.operator_id, "accepted" if result.accepted else f"rejected ({result.reason})",
     )
     return CommandOutcome(request, result, readback, "accepted" if result.accepted else "rejected")
+
+
+# ------------------------------------------------------------------ daemon plug-in
+
+
+async def run(daemon: Any, *, reload_every: float = 60.0) -> None:
+    """Daemon plug-in (``[daemon] plugins = ["headend.loadmon"]``): watch every finished read
+    for limit crossings and store them in ``load_events``.
+
+    Limits: the ``[load]`` config section, overridden by ``load_limits`` rows (re-read every
+    ``reload_every`` seconds). Events are written by this task, never from the channel workers.
+    """
+    import asyncio
+
+    settings = getattr(daemon.settings, "load", None) or LoadSettings()
+    config_limits = settings.limit_table()
+    monitor = LoadMonitor(config_limits, settings.customers)
+    pending: asyncio.Queue[list[LoadEvent]] = asyncio.Queue()
+    daemon.load_monitor = monitor
+
+    def listener(channel: Any, job: Any, outcome: Any, readings: Sequence[Reading]) -> None:
+        if readings:
+            events = monitor.observe(readings)
+            if events:
+                pending.put_nowait(events)
+
+    daemon.listeners.append(listener)
+    dsn = getattr(daemon, "dsn", None)
+    conn: Any = None
+    stopping = getattr(daemon, "stopping", None) or asyncio.Event()
+    next_reload = 0.0
+    loop = asyncio.get_running_loop()
+    stored = 0
+    try:
+        while not stopping.is_set():
+            try:
+                if dsn is not None and conn is None:
+                    import psycopg
+
+                    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=5)
+                if conn is not None and loop.time() >= next_reload:
+                    monitor.set_limits({**config_limits, **await load_limits(conn)})
+                    next_reload = loop.time() + reload_every
+                try:
+                    events = await asyncio.wait_for(pending.get(), timeout=1.0)
+                except TimeoutError:
+                    continue
+                if conn is not None:
+                    stored += await store_events(conn, events)
+            except Exception as exc:  # keep monitoring through a database outage
+                LOGGER.warning("load monitor: database error: %s", exc)
+                if conn is not None:
+                    await conn.close()
+                    conn = None
+                await asyncio.sleep(1.0)
+    finally:
+        if conn is not None:
+            while not pending.empty():
+                stored += await store_events(conn, pending.get_nowait())
+            await conn.close()
+        LOGGER.info("load monitor stopped: %d events stored", stored)

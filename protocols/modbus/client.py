@@ -276,8 +276,8 @@ _RELAY_TO_LOAD: dict[RelayCommand, LoadCommand] = {
 class ModbusClient(MeterClient, LoadControl, RelayControl):
     """Reads and controls the devices (unit ids 1..247) of one Modbus TCP endpoint or RTU line.
 
-    ``device`` strings are unit ids (``"1"``). Each device uses ``maps[device]`` or the
-    default ``map``. Reads of one device are planned into the fewest register requests.
+    ``device`` strings are unit ids (``"1"``) or ``NAME@UNIT`` (``"LMT-0007@1"``). Each device
+    uses ``maps[device]`` or the default ``map``. Reads of one device are planned into the fewest register requests.
     """
 
     protocol: ClassVar[str] = "modbus"
@@ -342,10 +342,12 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
 
     @staticmethod
     def unit_id(device: str) -> int:
+        """``"3"`` or ``"LMT-0007@3"`` -> 3. Unit ids are unique per line only, so a fleet names
+        devices ``NAME@UNIT`` and the readings carry the full (globally unique) name."""
         try:
-            unit = int(device)
+            unit = int(device.rpartition("@")[2])
         except ValueError:
-            raise LocalProtocolError(f"Modbus device must be a unit id 0..247, got {device!r}") from None
+            raise LocalProtocolError(f"Modbus device must be UNIT or NAME@UNIT (0..247), got {device!r}") from None
         if not 0 <= unit <= 247:
             raise LocalProtocolError(f"Modbus unit id {unit} outside 0..247")
         return unit
