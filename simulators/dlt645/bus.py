@@ -26,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from protocols.dlt645.frame import BROADCAST, Deframer, Frame, encode_frame
+from protocols.dlt645.quirks import DEFAULT_QUIRKS, Quirks
 from simulators.clock import SimClock
 from simulators.dlt645.meter import SimMeter
 from simulators.faults import Fault, FaultSet, parse_faults
@@ -88,6 +89,7 @@ class MeterBusSimulator:
         reply_preamble: int | None = None,
         pv_every: int = 7,
         echo: bool = False,
+        quirks: Mapping[str, Quirks] | None = None,
     ) -> None:
         if transport not in ("tcp", "pty"):
             raise ValueError("transport must be 'tcp' or 'pty'")
@@ -119,7 +121,7 @@ class MeterBusSimulator:
                 SimMeter(
                     a, index=i, clock=self.clock, profile=prof, history_start=history_start, tz=self.tz,
                     faults=FaultSet(fault_map.get(a, [])), pv_kw=3.0 if pv_every and i % pv_every == pv_every - 1
-                    else 0.0, initial_kwh=1000.0 + 137.0 * i,
+                    else 0.0, initial_kwh=1000.0 + 137.0 * i, quirks=(quirks or {}).get(a, DEFAULT_QUIRKS),
                 )
             )
         self.received: list[ReceivedFrame] = []
@@ -312,7 +314,12 @@ class MeterBusSimulator:
             return
         m, frames = speaking[0]
         self.stats.by_meter[m.address] = self.stats.by_meter.get(m.address, 0) + 1
-        pre = self.reply_preamble if self.reply_preamble is not None else (0, 2, 4)[m.index % 3]
+        if m.quirks is not DEFAULT_QUIRKS:
+            pre = m.quirks.reply_preamble
+        elif self.reply_preamble is not None:
+            pre = self.reply_preamble
+        else:
+            pre = (0, 2, 4)[m.index % 3]  # vendors differ: 0, 2 or 4 FE before a reply
         out = b"".join(encode_frame(f, preamble=pre) for f in frames)
         if len(speaking) > 1:  # several meters answered a wildcard at once: a collision
             out = bytes(self._rng.randrange(256) for _ in range(len(out)))

@@ -267,20 +267,24 @@ class SimMeter:
         extra = b""
         if req.count is not None:
             extra = bcd_int(req.count, 1) + (ts5(req.start) if req.start is not None else b"")
-        payload = self.read_value(req.di, extra)
+        di = self.quirks.standard_di(req.di)  # a vendor DI map: the wire DI serves a standard item
+        if di == req.di and self.quirks.wire_di(di) != di:
+            raise _Reject(ERR_NO_DATA)  # this meter serves that item under another DI only
+        payload = self.read_value(di, extra)
         if payload is None:
             raise _Reject(ERR_NO_DATA)
-        parts = split_read_reply(self.address, req.di, payload, max_data=MAX_REPLY_DATA)
+        parts = split_read_reply(self.address, di, payload, max_data=min(MAX_REPLY_DATA, self.quirks.max_data))
         if len(parts) > 1:
-            self._followups[req.di] = parts[1:]
+            self._followups[di] = parts[1:]
         return [parts[0]]
 
     def _read_follow(self, req: ReadFollowUp) -> list[Reply]:
-        parts = self._followups.get(req.di)
+        di = self.quirks.standard_di(req.di)
+        parts = self._followups.get(di)
         if not parts or not 1 <= req.seq <= len(parts):
             raise _Reject(ERR_NO_DATA)
         if req.seq == len(parts):
-            self._followups.pop(req.di, None)
+            self._followups.pop(di, None)
         return [parts[req.seq - 1]]
 
     def read_value(self, di: int, extra: bytes = b"") -> bytes | None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from protocols.client import Credentials, RelayCommand
 from protocols.dlt645 import registry
+from protocols.dlt645.client import Dlt645Client
+from protocols.dlt645.quirks import Quirks
+from protocols.errors import DeviceError
 from protocols.reading import Quality
 from simulators.dlt645 import MeterBusSimulator
 from simulators.dlt645.meter import _READERS
@@ -69,3 +73,25 @@ async def test_every_simulated_item_decodes_with_the_registry() -> None:
             if dec.unknown or dec.error:
                 problems.append(f"{di:08X}: {'unknown' if dec.unknown else dec.error} ({len(data)} bytes)")
         assert not problems, problems
+
+
+async def test_vendor_quirks_are_configuration_not_code() -> None:
+    odd = Quirks(name="odd", di_map={0x00010000: 0x00019901}, time_reversed=True, reply_preamble=1, max_data=60)
+    m2 = "000000000002"
+    async with MeterBusSimulator(2, transport="tcp", quirks={m2: odd}) as sim:
+        async with Dlt645Client.from_url(sim.url, timeout=0.3) as plain:
+            with pytest.raises(DeviceError):  # the standard DI is not served by this meter
+                await plain.read(m2, ["energy.active.import"])
+            until = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+            res = await plain.control(m2, RelayCommand.ALARM_ON, Credentials("123456"), until)
+            assert not res.accepted  # valid-until sent low byte first; this meter reads YY first
+        async with Dlt645Client.from_url(sim.url, timeout=0.3, meter_quirks={m2: odd}) as client:
+            (r,) = await client.read(m2, ["energy.active.import"])
+            assert r.value == pytest.approx(sim.meters[m2].energy_import, abs=0.02)
+            res = await client.control(m2, RelayCommand.ALARM_ON, Credentials("123456"), until)
+            assert res.accepted and sim.meters[m2].alarm
+            assert (await client.read_raw(m2, "0001FF00")).frames == 1  # 20 bytes fit a 60-byte frame
+            block = await client.read_raw(m2, "040005FF")  # 14 bytes
+            assert len(block.data) == 14
+            lp = await client.read_raw(m2, 0x06000002, count=1)
+            assert lp.frames > 1  # a 60-byte frame limit splits one ~100-byte record
