@@ -26,7 +26,7 @@ _ORDER = (
     "valid", "error", "detail", "preamble", "address", "control", "function", "direction", "abnormal", "follow_up",
     "error_bits", "error_code", "version", "length", "checksum", "expected_checksum", "di", "name", "value",
     "unit", "status", "flags", "seq", "time", "control_cmd", "valid_until", "new_address", "meter_address",
-    "baud", "count", "start", "freeze", "password_level", "data", "data_error", "trailing",
+    "baud", "count", "start", "freeze", "password_level", "data", "data_error", "trailing", "trailing_frames",
 )
 
 
@@ -57,7 +57,10 @@ def _human(info: dict[str, Any]) -> None:
             vt.add_row(*[_fmt(row.get(c)) for c in ("name", "value", "unit", "status", "ts")])
         console.print(vt)
     if info.get("trailing"):
-        console.print(f"[yellow]note:[/yellow] {len(info['trailing'].split())} bytes after the end byte (ignored)")
+        n = len(info["trailing"].split())
+        extra = f", holding {info['trailing_frames']} more frame(s): decode them separately" if info.get(
+            "trailing_frames") else ""
+        console.print(f"[yellow]note:[/yellow] {n} bytes after the end byte (ignored){extra}")
 
 
 def decode_cmd(

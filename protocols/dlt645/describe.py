@@ -34,7 +34,7 @@ from protocols.dlt645.events import (
     WriteAddress,
     WriteData,
 )
-from protocols.dlt645.frame import Frame, checksum, decode_frame_prefix
+from protocols.dlt645.frame import Deframer, Frame, checksum, decode_frame_prefix
 from protocols.dlt645.quirks import DEFAULT_QUIRKS, Quirks
 from protocols.dlt645.registry import decode_data, di_to_str
 from protocols.dlt645.services import frame_version, function_name, parse_reply, parse_request
@@ -146,6 +146,11 @@ def describe_frame(raw: bytes, *, quirks: Quirks = DEFAULT_QUIRKS, version: int 
     out = _frame_header(frame, raw[:used])
     if used < len(raw):
         out["trailing"] = raw[used:].hex(" ")
+        d = Deframer()
+        d.feed(raw[used:])
+        more = sum(isinstance(e, Frame) for e in d.events())
+        if more:
+            out["trailing_frames"] = more  # e.g. request and reply pasted together: decode them separately
     v = version or frame_version(frame, quirks.version)
     out["version"] = v
     out["function"] = function_name(frame.function, v)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from protocols.dlt645.connection import NEED_DATA, MasterConnection
 from protocols.dlt645.describe import describe_frame
-from protocols.dlt645.events import ReadRequest, ReadResponse
+from protocols.dlt645.events import ReadAddress, ReadRequest, ReadResponse
 from protocols.dlt645.frame import (
     BadFrame,
     Deframer,
@@ -216,3 +216,28 @@ def test_stream_of_frames_with_garbage_in_any_chunking(frames: list[bytes], junk
     stream = junk.join(frames) + junk
     got = frames_only(deframe([stream[i : i + step] for i in range(0, len(stream), step)]))
     assert got == [decode_frame(f) for f in frames]
+
+
+_REQUEST_FOR = {
+    "reply_energy": ReadRequest("123456789012", 0x00010000),
+    "reply_energy_fe2": ReadRequest("123456789012", 0x00010000),
+    "reply_energy_zero": ReadRequest("000072007201", 0x00010000),
+    "reply_address_fe7": ReadAddress(),
+    "reply_abnormal": ReadRequest("123456789012", 0x00010000),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_REQUEST_FOR))
+def test_public_replies_through_the_connection_in_every_chunking(name: str) -> None:
+    # h11 style: the same reply bytes whole, byte by byte, in random chunks, after our own echo and
+    # followed by garbage; the connection returns exactly the expected reply event once.
+    vec = next(v for v in VALID if v.name == name)
+    for how, chunks in chunkings(vec.raw + GARBAGE):
+        conn = MasterConnection()
+        echo = conn.send(_REQUEST_FOR[name])
+        got = []
+        for c in [echo, *chunks]:
+            conn.receive_data(c)
+            while (ev := conn.next_event()) is not NEED_DATA:
+                got.append(ev)
+        assert got == [vec.event], how

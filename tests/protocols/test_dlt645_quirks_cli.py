@@ -129,3 +129,11 @@ def test_frame_decode_human_table_and_bad_hex() -> None:
     assert r.exit_code == 2
     r = runner.invoke(app, ["frame", "decode", "--help"])
     assert r.exit_code == 0 and "HEX" in r.stdout
+
+
+def test_frame_decode_request_and_reply_pasted_together() -> None:
+    # The echo + reply of github:shixin08052/dtl645 MeterClientTests.cs ReadData_FiltersEcho_AndReturnsPayload.
+    code, out = _json("FE FE FE FE 68 12 90 78 56 34 12 68 11 04 33 33 34 33 68 16",
+                      "FE FE 68 12 90 78 56 34 12 68 91 08 33 33 34 33 89 67 45 33 54 16")
+    assert code == 0 and out["direction"] == "request" and out["di"] == "00010000"
+    assert out["trailing_frames"] == 1
