@@ -240,7 +240,7 @@ class BaudWord:
         return "baud bitmap"
 
 
-_FIELD_RANGE = {"YY": (0, 99), "MM": (1, 12), "DD": (1, 31), "WW": (0, 6), "hh": (0, 23), "mm": (0, 59), "ss": (0, 59)}
+_FIELD_RANGE = {"YY": (0, 99), "MM": (1, 12), "DD": (1, 31), "WW": (0, 7), "hh": (0, 23), "mm": (0, 59), "ss": (0, 59)}
 
 
 @dataclass(frozen=True, slots=True)

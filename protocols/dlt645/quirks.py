@@ -72,6 +72,11 @@ class Quirks:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
 
+    def __hash__(self) -> int:  # di_map is a dict: hash its items so a Quirks can key caches
+        return hash(tuple((f.name, getattr(self, f.name)) for f in fields(self) if f.name != "di_map")) ^ hash(
+            tuple(sorted(self.di_map.items()))
+        )
+
     @property
     def format_options(self) -> FormatOptions:
         return format_options(self.time_reversed)

@@ -137,3 +137,16 @@ def test_frame_decode_request_and_reply_pasted_together() -> None:
                       "FE FE 68 12 90 78 56 34 12 68 91 08 33 33 34 33 89 67 45 33 54 16")
     assert code == 0 and out["direction"] == "request" and out["di"] == "00010000"
     assert out["trailing_frames"] == 1
+
+
+def test_quirks_are_hashable_and_equal_by_value() -> None:
+    from protocols.dlt645.quirks import Quirks
+
+    a, b = Quirks(di_map={1: 2}), Quirks(di_map={1: 2})
+    assert a == b and hash(a) == hash(b) and {a: "x"}[b] == "x"
+
+
+def test_frame_decode_1997_read() -> None:
+    # 1997 read 01H with the 2-byte DI 9010 (wire 43 C3), dlt645.md section 2.
+    code, out = _json("68 01 00 00 00 00 00 68 01 02 43 C3 DA 16")
+    assert code == 0 and out["version"] == 1997 and out["function"] == "read_data" and out["di"] == "9010"

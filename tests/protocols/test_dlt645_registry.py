@@ -336,3 +336,11 @@ def test_decode_data_never_raises(di: int, payload: bytes) -> None:
     d = decode_data(di, payload)
     d.as_dict()
     d.readings("000000000001", TS)
+
+
+def test_weekday_seven_and_all_zero_dates() -> None:
+    # Some meters number Sunday 7 instead of 0: accept it, the date is what matters.
+    assert decode_data(0x04000101, bytes.fromhex("07 27 11 26")).value == date(2026, 11, 27)
+    # An all-zero event time means "never happened", not an error; midnight is a real time.
+    assert decode_data("1D000101", bytes(6)).fields[0].status == Status.EMPTY
+    assert decode_data(0x04000102, bytes(3)).value == time(0, 0, 0)
