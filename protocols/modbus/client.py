@@ -190,6 +190,8 @@ class ModbusLink:
     def _typed(self, exc: ModbusException, device_id: int, what: str) -> Exception:
         """A raised pymodbus exception -> the project's error."""
         if isinstance(exc, ModbusIOException):
+            if "but received" in str(exc):  # a stray (late) reply of another request was consumed
+                return NoResponseError(f"no valid response from unit {device_id} on {self.name} ({what}): {exc}")
             return NoResponseError(f"no response from unit {device_id} on {self.name} ({what})")
         if isinstance(exc, ConnectionException):
             self.close()
@@ -292,11 +294,14 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         breaker: CircuitBreaker | bool | None = None,
         breaker_policy: BreakerPolicy | None = None,
         clock: Callable[[], datetime] | None = None,
+        late_guard: float | None = None,
     ) -> None:
         self.spec = spec
         self.link = ModbusLink(spec)
         self.lock = PriorityLock()
         self.retries = max(0, retries)
+        # after a timeout, keep the line this long so a late reply drains (default: half the timeout)
+        self.late_guard = spec.timeout / 2 if late_guard is None else max(0.0, late_guard)
         # breaker=False: the caller (the daemon) runs its own per-meter breaker
         self.breaker: CircuitBreaker | None
         if isinstance(breaker, CircuitBreaker):
@@ -316,7 +321,8 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
 
         The map may also come in the URL (``?map=dtsu666``); an explicit option wins.
         ``timeout`` overrides the URL's response timeout; ``breaker=False`` turns the
-        per-device breaker off (for callers that run their own). Options meant for other
+        per-device breaker off (for callers that run their own); ``late_guard`` (s) is how long
+        the line stays quiet after a timeout so a late reply cannot answer the next request. Options meant for other
         protocols (``tz``...) are ignored and logged at debug level.
         """
         plain, extra = split_modbus_url(url)
@@ -324,7 +330,7 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         timeout = options.pop("timeout", None)
         if timeout is not None:
             spec = spec.with_options(timeout=float(timeout))
-        known = {"map", "maps", "retries", "breaker", "breaker_policy", "clock"}
+        known = {"map", "maps", "retries", "breaker", "breaker_policy", "clock", "late_guard"}
         kwargs = {k: v for k, v in options.items() if k in known and v is not None}
         ignored = sorted(set(options) - known)
         if ignored:
@@ -360,6 +366,10 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         await lock.acquire(priority)
         try:
             return await op()
+        except NoResponseError:
+            if self.late_guard > 0:
+                await asyncio.sleep(self.late_guard)
+            raise
         finally:
             if self.spec.turnaround > 0:
                 await asyncio.sleep(self.spec.turnaround)
@@ -372,7 +382,15 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
             await lock.acquire(priority)  # one request in flight per line, by priority
             try:
                 return await link.read(function, address, count, unit)
-            except (NoResponseError, TransportError):
+            except NoResponseError:
+                # hold the line a little: a late reply must drain before the next request,
+                # or it would be taken for that request's answer (RTU has no transaction id)
+                if self.late_guard > 0:
+                    await asyncio.sleep(self.late_guard)
+                attempt += 1
+                if attempt > self.retries:
+                    raise
+            except TransportError:
                 attempt += 1
                 if attempt > self.retries:
                     raise

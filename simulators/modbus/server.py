@@ -9,7 +9,8 @@ In-process use (tests, benchmarks, the demo)::
     await sim.stop()
 
 Faults: ``silent`` units never answer (a dead meter on RS-485), ``busy`` units answer
-exception 6, ``bad_crc`` units send a corrupted CRC (RTU), ``delay`` adds a reply delay,
+exception 6, ``bad_crc`` units send a corrupted CRC (RTU), ``delay`` adds a reply delay
+(``slow`` to one unit: its replies arrive after the head-end gave up),
 ``drop`` drops that share of replies at random, and ``char_time`` emulates the wire time
 of a real baud rate on a pty (which ignores baud rates).
 """
@@ -45,10 +46,11 @@ class Faults:
     delay: float = 0.0
     drop: float = 0.0
     char_time: float = 0.0
+    slow: dict[int, float] = field(default_factory=dict)  # unit -> extra reply delay (late replies)
 
     @classmethod
     def parse(cls, text: str | None) -> Faults:
-        """``"silent=2+3,busy=4,delay=0.05,drop=0.1,bad_crc=5,baud=9600"`` -> Faults."""
+        """``"silent=2+3,busy=4,delay=0.05,drop=0.1,bad_crc=5,baud=9600,slow=6:0.5"`` -> Faults."""
         f = cls()
         if not text:
             return f
@@ -61,6 +63,9 @@ class Faults:
                     setattr(f, key, float(val))
                 elif key == "baud":
                     f.char_time = 11.0 / float(val)
+                elif key == "slow":
+                    unit, _, secs = val.partition(":")
+                    f.slow[int(unit)] = float(secs or 0.5)
                 else:
                     raise ConfigError(f"unknown fault {key!r} (silent, busy, bad_crc, delay, drop, baud)")
             except ValueError:
@@ -137,8 +142,9 @@ class ModbusSimulator:
                 reply = self._answer(hdr.unit, pdu)
                 if reply is None:
                     continue
-                if self.faults.delay:
-                    await asyncio.sleep(self.faults.delay)
+                wait = self.faults.delay + self.faults.slow.get(hdr.unit, 0.0)
+                if wait:
+                    await asyncio.sleep(wait)
                 writer.write(hdr.reply(reply))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -191,7 +197,7 @@ class ModbusSimulator:
             frame = rtu_frame(unit, reply)
             if unit in f.bad_crc:
                 frame = frame[:-1] + bytes([frame[-1] ^ 0xFF])
-            wait = f.delay + f.char_time * (len(frame) + 8)
+            wait = f.delay + f.slow.get(unit, 0.0) + f.char_time * (len(frame) + 8)
             if wait:
                 await asyncio.sleep(wait)
             with contextlib.suppress(OSError):

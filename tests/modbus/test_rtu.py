@@ -68,3 +68,23 @@ async def test_concurrent_reads_are_serialised_on_the_line(rtu_line: ModbusSimul
         assert len(results) == 21 and all(len(r) in (1, 2) for r in results)
     finally:
         await client.aclose()
+
+
+async def test_late_reply_does_not_answer_the_next_request() -> None:
+    """Unit 2 answers 100 ms after the head-end gave up. RTU has no transaction id, so without the
+    late-reply guard its answer would be taken for the next request to unit 1 (and unit 1 blamed)."""
+    from simulators.modbus.server import Faults
+
+    sim = ModbusSimulator.build("generic_terminal", devices=3, faults=Faults(slow={2: 0.25}))
+    await sim.start_pty()
+    client = rtu_client(sim, retries=0, late_guard=0.2)
+    try:
+        for _ in range(3):
+            with pytest.raises(NoResponseError):
+                await client.read("2", ["voltage.a"])
+            by_q = {r.quantity: r.value for r in await client.read("1", ["voltage.a", "energy.active.import"])}
+            assert by_q["energy.active.import"] == pytest.approx(1037.0, abs=1.0)  # unit 1's own register
+        assert client.breaker is not None and client.breaker.open_keys() == [f"{client.spec.name}/2"]
+    finally:
+        await client.aclose()
+        await sim.stop()
