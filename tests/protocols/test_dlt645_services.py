@@ -399,3 +399,13 @@ def test_encode_frame_still_rejects_long_data() -> None:
 
     with pytest.raises(LocalProtocolError):
         encode_frame(Frame(M, 0x11, bytes(256)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 255), st.binary(max_size=60))
+def test_describe_never_raises_on_any_valid_frame(control: int, data: bytes) -> None:
+    from protocols.dlt645.describe import describe_frame
+    from protocols.dlt645.frame import Frame
+
+    out = describe_frame(encode_frame(Frame(M, control, data)))
+    assert out["valid"] is True and out["control"] == f"{control:02X}"
