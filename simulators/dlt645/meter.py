@@ -68,7 +68,7 @@ DI_1997: dict[int, tuple[int, Callable[[bytes], bytes]]] = {
     0x9020: (0x00020000, lambda b: b),
     0x901F: (0x0001FF00, lambda b: b),
     0xB611: (0x02010100, lambda b: bcd(decode_bcd_int(b) / 10.0, 2, 0)),  # 1997 voltage is XXX V
-    0xB621: (0x02020100, lambda b: bytes(b[1:3])),  # XX.XX A
+    0xB621: (0x02020100, lambda b: bcd(decode_bcd_int(bytes((*b[:2], b[2] & 0x7F))) / 1000.0, 2, 2)),  # XX.XX A
     0xB630: (0x02030000, lambda b: b),
     0xC010: (0x04000101, lambda b: b),
     0xC011: (0x04000102, lambda b: b),

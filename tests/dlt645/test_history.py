@@ -95,3 +95,20 @@ async def test_vendor_quirks_are_configuration_not_code() -> None:
             assert len(block.data) == 14
             lp = await client.read_raw(m2, 0x06000002, count=1)
             assert lp.frames > 1  # a 60-byte frame limit splits one ~100-byte record
+
+
+async def test_1997_items_agree_with_their_2007_counterparts() -> None:
+    from simulators.dlt645.meter import DI_1997
+
+    async with MeterBusSimulator(1, transport="tcp") as sim:
+        meter = sim.meters[M1]
+        for d97, (d07, conv) in DI_1997.items():
+            raw = meter.read_value(d07)
+            assert raw is not None
+            v97 = registry.decode_data(d97, conv(raw), 1997)
+            v07 = registry.decode_data(d07, raw)
+            assert not v97.unknown and not v97.error, f"{d97:04X}"
+            if isinstance(v07.value, float):
+                assert v97.value == pytest.approx(v07.value, abs=0.51), f"{d97:04X}"
+            else:
+                assert v97.value == v07.value, f"{d97:04X}"
