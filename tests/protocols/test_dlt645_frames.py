@@ -241,3 +241,18 @@ def test_public_replies_through_the_connection_in_every_chunking(name: str) -> N
             while (ev := conn.next_event()) is not NEED_DATA:
                 got.append(ev)
         assert got == [vec.event], how
+
+
+def test_codec_modules_do_no_io() -> None:
+    # The codec is sans-I/O (h11 style): no asyncio, serial or socket import in any codec module.
+    import ast
+    from pathlib import Path
+
+    import protocols.dlt645 as pkg
+
+    codec = ["frame", "formats", "registry", "records", "events", "services", "connection", "quirks", "describe"]
+    for name in codec:
+        tree = ast.parse((Path(pkg.__file__).parent / f"{name}.py").read_text(encoding="utf-8"))
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not imported & {"asyncio", "serial", "serial_asyncio_fast", "socket", "selectors"}, name
