@@ -75,7 +75,9 @@ def seed_arrears(dsn: str, rows: list[dict[str, Any]], at: datetime = WORK_TIME)
             delivered = r.get("notice_delivered", at - timedelta(days=10))
             if delivered is not None:
                 conn.execute("INSERT INTO notices (account, kind, sent_at, delivered_at, method) "
-                             "VALUES (%s, 'notice', %s, %s, 'letter') ON CONFLICT DO NOTHING", (r["account"], delivered, delivered))
+                             "VALUES (%s, 'notice', %s, %s, 'letter') ON CONFLICT DO NOTHING",
+                             (r["account"], delivered, delivered))
             for kind in r.get("exemptions", []):
-                conn.execute("INSERT INTO exemptions (account, kind, since) VALUES (%s, %s, '-infinity') ON CONFLICT DO NOTHING",
+                conn.execute("INSERT INTO exemptions (account, kind, since) VALUES (%s, %s, '-infinity') "
+                             "ON CONFLICT DO NOTHING",
                              (r["account"], kind))
