@@ -35,6 +35,8 @@ from simulators.loadprofile import CsvProfile, LoadProfile, SyntheticProfile
 __all__ = ["BusStats", "MeterBusSimulator", "ReceivedFrame"]
 
 LOGGER = logging.getLogger(__name__)
+TRACE_LOG = logging.getLogger("headend.trace")  # `headend --trace sim dlt645` shows the simulator's side
+TRACE = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +287,8 @@ class MeterBusSimulator:
             if isinstance(ev, Frame) and not ev.is_reply:
                 raw = encode_frame(ev, preamble=ev.preamble)
                 self.received.append(ReceivedFrame(time.time(), raw, ev))
+                if TRACE_LOG.isEnabledFor(TRACE):
+                    TRACE_LOG.log(TRACE, "%s %s %s", f"sim:{self.url}", "RX", raw.hex(" "))
                 conn.queue.put_nowait((raw, ev))
 
     # -- the line ------------------------------------------------------------------------
@@ -331,6 +335,8 @@ class MeterBusSimulator:
             self.stats.line_seconds += len(raw) * ct + self.turnaround + len(out) * ct
         await self._sleep_until(t0 + delay)
         conn.write(out)
+        if TRACE_LOG.isEnabledFor(TRACE):
+            TRACE_LOG.log(TRACE, "%s %s %s", f"sim:{self.url}", "TX", out.hex(" "))
         self.stats.replies += 1
         self.stats.bytes_out += len(out)
 
