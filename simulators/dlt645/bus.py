@@ -126,6 +126,7 @@ class MeterBusSimulator:
                     else 0.0, initial_kwh=1000.0 + 137.0 * i, quirks=(quirks or {}).get(a, DEFAULT_QUIRKS),
                 )
             )
+        self._index = {m.address: m for m in self._meters}
         self.received: list[ReceivedFrame] = []
         self.stats = BusStats()
         self._bus_lock = asyncio.Lock()
@@ -309,8 +310,14 @@ class MeterBusSimulator:
         t0 = time.monotonic()
         if self.echo:
             conn.write(raw)
-        targets = [m for m in self._meters if m.accepts(frame.address)]
+        if frame.address != BROADCAST and "A" not in frame.address:
+            hit = self._index.get(frame.address)
+            targets = [hit] if hit is not None and hit.address == frame.address else []
+        else:
+            targets = [m for m in self._meters if m.accepts(frame.address)]
         replies: list[tuple[SimMeter, list[Frame]]] = [(m, m.handle(frame)) for m in targets]
+        if frame.function == 0x15:  # write address: re-index
+            self._index = {m.address: m for m in self._meters}
         speaking = [(m, r) for m, r in replies if r and not m.faults.has(Fault.SILENT)]
         if not speaking or frame.address == BROADCAST:
             if self.line_time:
