@@ -15,7 +15,7 @@ from rich.table import Table
 
 from headend.cliutil import JsonOpt, console, fail, print_json
 from headend.exitcodes import ExitCode
-from protocols.dlt645.describe import describe_frame, parse_hex
+from protocols.dlt645.describe import describe_frame, describe_stream, parse_hex
 from protocols.errors import LocalProtocolError
 
 __all__ = ["decode_cmd", "register"]
@@ -69,6 +69,9 @@ def decode_cmd(
     version: Annotated[
         int | None, typer.Option("--version-645", help="Force 1997 or 2007 (default: from the function code).")
     ] = None,
+    all_frames: Annotated[
+        bool, typer.Option("--all", help="Decode every frame in the bytes (request, echo, reply...); JSON list.")
+    ] = False,
 ) -> None:
     """Decode one DL/T 645 frame: header, function, DI, value; or why it is invalid."""
     try:
@@ -77,6 +80,18 @@ def decode_cmd(
             raise LocalProtocolError("--version-645 must be 1997 or 2007")
     except LocalProtocolError as exc:
         raise fail(exc, ExitCode.USAGE) from None
+    if all_frames:
+        infos = describe_stream(raw, version=version)
+        if as_json:
+            print_json(infos)
+        else:
+            for info in infos:
+                _human(info)
+            if not infos:
+                console.print("no frame found")
+        if not infos or not all(i["valid"] for i in infos):
+            raise typer.Exit(int(ExitCode.BAD_FRAME))
+        return
     info = describe_frame(raw, version=version)
     if as_json:
         print_json(info)

@@ -34,13 +34,13 @@ from protocols.dlt645.events import (
     WriteAddress,
     WriteData,
 )
-from protocols.dlt645.frame import Deframer, Frame, checksum, decode_frame_prefix
+from protocols.dlt645.frame import Deframer, Frame, checksum, decode_frame_prefix, encode_frame
 from protocols.dlt645.quirks import DEFAULT_QUIRKS, Quirks
 from protocols.dlt645.registry import decode_data, di_to_str
 from protocols.dlt645.services import frame_version, function_name, parse_reply, parse_request
 from protocols.errors import FrameError, LocalProtocolError
 
-__all__ = ["describe_frame", "parse_hex"]
+__all__ = ["describe_frame", "describe_stream", "parse_hex"]
 
 _SEPARATORS = re.compile(r"[\s,:;\-_]+")
 
@@ -205,3 +205,30 @@ def _invalid(raw: bytes, exc: FrameError) -> dict[str, Any]:
             out["expected_checksum"] = f"{checksum(body[:cs_at]):02X}"
     return out
 
+
+
+def describe_stream(raw: bytes, *, quirks: Quirks = DEFAULT_QUIRKS, version: int | None = None) -> list[dict[str, Any]]:
+    """Every frame in a pasted log excerpt (request, echo, replies, garbage), in order.
+
+    Frames are found like the stream deframer finds them; bytes that failed a check appear as
+    ``{"valid": False, ...}`` entries; plain garbage between frames is skipped (``skipped`` counts it).
+    """
+    d = Deframer(max_buffer=max(2048, len(raw) + 1))
+    d.feed(raw)
+    out: list[dict[str, Any]] = []
+    for ev in d.events():
+        if isinstance(ev, Frame):
+            out.append(describe_frame(encode_frame(ev, preamble=ev.preamble), quirks=quirks, version=version))
+        else:
+            try:
+                decode_frame_prefix(ev.raw)
+            except FrameError as exc:
+                out.append(_invalid(ev.raw, exc))
+            else:  # pragma: no cover - the deframer only reports bytes that fail a check
+                out.append(_invalid(ev.raw, FrameError(ev.reason)))
+    if d.buffered:
+        try:
+            decode_frame_prefix(d.peek())
+        except FrameError as exc:
+            out.append(_invalid(d.peek(), exc))
+    return out

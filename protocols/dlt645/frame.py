@@ -243,6 +243,10 @@ class Deframer:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def peek(self) -> bytes:
+        """The buffered bytes not yet part of a frame (an incomplete frame still arriving)."""
+        return bytes(self._buf)
+
     def _parse(self) -> None:
         buf = self._buf
         while True:

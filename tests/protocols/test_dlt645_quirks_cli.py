@@ -150,3 +150,20 @@ def test_frame_decode_1997_read() -> None:
     # 1997 read 01H with the 2-byte DI 9010 (wire 43 C3), dlt645.md section 2.
     code, out = _json("68 01 00 00 00 00 00 68 01 02 43 C3 DA 16")
     assert code == 0 and out["version"] == 1997 and out["function"] == "read_data" and out["di"] == "9010"
+
+
+def test_frame_decode_all_frames_of_a_log_excerpt() -> None:
+    # Echo + corrupt reply + good reply + a truncated tail (frames from github:shixin08052/dtl645 FrameCodecTests.cs).
+    text = ("FE FE FE FE 68 12 90 78 56 34 12 68 11 04 33 33 34 33 68 16 00 11 "
+            "68 12 90 78 56 34 12 68 91 08 33 33 34 33 89 67 45 33 55 16 "
+            "68 12 90 78 56 34 12 68 91 08 33 33 34 33 89 67 45 33 54 16 68 12")
+    r = runner.invoke(app, ["frame", "decode", "--all", "--json", text])
+    out = json.loads(r.stdout)
+    assert r.exit_code == 5
+    assert [(o["valid"], o.get("error"), o.get("direction")) for o in out] == [
+        (True, None, "request"), (False, "checksum", None), (True, None, "reply"), (False, "truncated", None)
+    ]
+    assert out[2]["value"] == 1234.56
+    ok = runner.invoke(app, ["frame", "decode", "--all", text.rsplit(" 68 12", 1)[0].replace(
+        "68 12 90 78 56 34 12 68 91 08 33 33 34 33 89 67 45 33 55 16 ", "")])
+    assert ok.exit_code == 0 and "1234.56" in ok.stdout
