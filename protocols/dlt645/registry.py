@@ -560,7 +560,8 @@ _one(0x00900200, "remaining money (prepaid)", ENERGY, "CNY", "balance.money")
 _one(0x00900201, "overdraft money", ENERGY, "CNY")
 
 # Status words (04000501..07, block 040005FF). Bit names per the standard table; only word 3
-# bit 4 (relay, 1 = open/off) is confirmed by a public decoder [C15]; the rest are as commonly
+# bit 4 (relay, 1 = open/off) is confirmed by a public decoder [C15], and bit 7 (alarm) by public
+# meter-test software that checks `word3 & 0x80` after a 1C alarm command; the rest are as commonly
 # documented and kept informational.
 STATUS_BITS: dict[int, tuple[str | None, ...]] = {
     1: (None, "demand_mode_block", "clock_battery_low", "reading_battery_low", "active_power_reverse",
