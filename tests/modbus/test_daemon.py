@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 
@@ -38,7 +39,7 @@ async def test_daemon_polls_modbus_terminals_and_stores_load_events(pg_dsn: str)
         name="mb-test", listen="", leases=LeaseConfig(enabled="off"), kpi_flush=0.5, drain_timeout=2.0,
         plans=[ReadPlan(name="load", kind=PlanKind.READ, every=0.5, quantities=["power.active.total", "voltage.a"])],
         channels=[ChannelConfig(name="mb", protocol="modbus", url=f"tcp://127.0.0.1:{port}?map=generic_terminal",
-                                meters=meters, timeout=0.2, retries=0, options={"breaker": False})],
+                                meters=list[Any](meters), timeout=0.2, retries=0, options={"breaker": False})],
         plugins=["headend.loadmon"],
     )
     settings.load = LoadSettings(limits=[LimitConfig(target="LMT0001@1", power_kw=40.0)])
