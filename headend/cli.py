@@ -39,6 +39,10 @@ COMMAND_MODULES: list[str] = [
     "headend.commands.control",
     "headend.commands.arrears",
     "headend.commands.payments",
+    "headend.commands.vee",
+    "headend.commands.anomalies",
+    "headend.commands.workorders",
+    "headend.commands.reads_edit",  # adds `reads edit|versions` to the store's reads group
 ]
 
 

@@ -16,17 +16,25 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
+from psycopg import Connection
+
+from mdm.vee.config import VeeConfig, load_vee_config
 
 __all__ = [
     "INDICATORS",
+    "AnomalyReport",
     "Hit",
     "Suspect",
+    "find_suspects",
     "peer_zscores",
+    "plot_meter",
+    "raise_theft_orders",
     "rank_suspects",
     "sustained_drop",
 ]
@@ -173,3 +181,192 @@ def peer_zscores(values: FloatArray, groups: Sequence[int] | npt.NDArray[np.int6
             mad = np.nanmedian(np.abs(x - med)) * 1.4826
             z[sel] = np.where(mad > 0, (x - med) / (mad if mad > 0 else 1.0), 0.0)
     return np.nan_to_num(z)
+
+
+# --------------------------------------------------------------------------- from the database
+
+
+@dataclass
+class AnomalyReport:
+    start: datetime
+    end: datetime
+    suspects: list[Suspect]
+    areas: list[dict[str, Any]] = field(default_factory=list)
+    meters: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from": self.start.isoformat(), "to": self.end.isoformat(), "meters": self.meters,
+                "suspects": [dict(s.to_dict(), rank=i + 1) for i, s in enumerate(self.suspects)],
+                "areas": self.areas}
+
+
+def find_suspects(conn: Connection[Any], start: datetime, end: datetime, *, tz: str = "Asia/Shanghai",
+                  config: VeeConfig | None = None, meters: Sequence[str] | None = None,
+                  recent_days: int | None = None) -> AnomalyReport:
+    """Gather indicators for [start, end) and rank the meters.
+
+    ``start`` should leave enough history before the recent window (default: the class's
+    ``drop_min_days``) for the sustained-drop and area-balance scores.
+    """
+    from mdm import balance
+    from mdm.vee import storeio
+
+    cfg = config or load_vee_config()
+    th = cfg.for_class(None)
+    recent = recent_days or th.drop_min_days
+    hits: list[Hit] = []
+    meter_filter = "AND meter = ANY(%s)" if meters else ""
+    params: list[Any] = [start, end] + ([list(meters)] if meters else [])
+    for rule, severity, meter, s_ts, explanation in conn.execute(
+            "SELECT rule, severity, meter, start_ts, explanation FROM vee_exceptions "
+            f"WHERE start_ts < %s AND end_ts > %s {meter_filter} AND status <> 'dismissed'",
+            [end, start, *params[2:]]).fetchall():
+        kind = RULE_INDICATOR.get(rule)
+        if kind is None or (kind == "clock_tamper" and severity != "error"):
+            continue
+        hits.append(Hit(meter, kind, explanation, 1.0, s_ts))
+    ms, days, daily = storeio.daily_energy(conn, meters, start, end, tz)
+    events = storeio.load_events(conn, ms or list(meters or []), start, end)
+    visited = _field_visits(conn, start - timedelta(days=1), end + timedelta(days=1))
+    for meter, ts, etype in events:
+        kind = EVENT_INDICATOR.get(etype)
+        if kind is None:
+            continue
+        if kind == "cover_open" and any(abs((ts - v).total_seconds()) < 86400 for v in visited.get(meter, [])):
+            continue  # opened by our own crew
+        hits.append(Hit(meter, kind, f"{etype} event at {ts.isoformat()}", 1.0, ts))
+    areas_out: list[dict[str, Any]] = []
+    if ms and daily.shape[1] > recent + 7:
+        info = storeio.meter_info(conn, ms)
+        exch = {e["old_meter"] for e in storeio.load_exchanges(conn, ms, start, end)} | {
+            e["new_meter"] for e in storeio.load_exchanges(conn, ms, start, end)}
+        area_check, member = storeio.load_areas(conn)
+        checks = {c for c in area_check.values() if c}
+        customers = [i for i, m in enumerate(ms) if m not in checks]
+        group_key = {k: n for n, k in enumerate(sorted({(info[ms[i]].meter_class or "", member.get(ms[i], ""))
+                                                        for i in customers}))}
+        groups = np.array([group_key[(info[ms[i]].meter_class or "", member.get(ms[i], ""))] for i in customers],
+                          dtype=np.int64)
+        cd = daily[customers]
+        excl = np.array([ms[i] in exch for i in customers])
+        flag, strength = sustained_drop(cd, recent_days=recent, ratio=th.drop_ratio,
+                                        min_baseline=th.history_min_mean_kwh, exclude=excl, peer_group=groups)
+        for j in np.flatnonzero(flag):
+            hits.append(Hit(ms[customers[j]], "sustained_drop",
+                            f"recent {recent} days at {1 - strength[j]:.0%} of its own history", float(strength[j])))
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            recent_mean = np.nanmean(cd[:, -recent:], axis=1)
+        z = peer_zscores(recent_mean, groups)
+        for j in np.flatnonzero(z < -th.peer_z):
+            peers = int((groups == groups[j]).sum())
+            hits.append(Hit(ms[customers[j]], "peer_deviation", f"robust z {z[j]:.1f} against {peers} peers",
+                            float(min(1.0, abs(z[j]) / (2 * th.peer_z)))))
+        # energy balance per transformer area
+        area_names = sorted(a for a, c in area_check.items() if c and c in ms)
+        if area_names:
+            a_idx = {a: k for k, a in enumerate(area_names)}
+            check = np.stack([daily[ms.index(str(area_check[a]))] for a in area_names])
+            cust = [i for i in customers if member.get(ms[i]) in a_idx]
+            area_of = np.array([a_idx[member[ms[i]]] for i in cust], dtype=np.int64)
+            bal = balance.area_balance(check, daily[cust], area_of)
+            score, drop = balance.rank_area_suspects(bal, daily[cust], area_of, recent_days=recent)
+            abnormal = bal.abnormal(th.area_loss_pct, th.area_loss_negative_pct)
+            for a, k in a_idx.items():
+                pct = bal.loss_pct[k]
+                with warnings.catch_warnings(), np.errstate(all="ignore"):
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    latest = float(pct[~np.isnan(pct)][-1]) if (~np.isnan(pct)).any() else None
+                areas_out.append({"area": a, "check_meter": area_check[a], "customers": int((area_of == k).sum()),
+                                  "loss_pct_latest": latest,
+                                  "loss_pct_by_day": {d.isoformat(): (None if np.isnan(p) else round(float(p), 2))
+                                                      for d, p in zip(days, pct, strict=True)},
+                                  "abnormal_days": int(abnormal[k].sum())})
+                if abnormal[k].any():
+                    for j in np.flatnonzero((area_of == k) & (score > 0.2)):
+                        hits.append(Hit(ms[cust[j]], "area_loss", f"area {a} loss {latest:.1f} %, its use fell "
+                                        f"{drop[j]:.1f} kWh/day" if latest is not None else f"area {a}",
+                                        float(score[j])))
+    return AnomalyReport(start, end, rank_suspects(hits), areas_out, len(ms))
+
+
+def _field_visits(conn: Connection[Any], start: datetime, end: datetime) -> dict[str, list[datetime]]:
+    out: dict[str, list[datetime]] = defaultdict(list)
+    for meter, at in conn.execute(
+            "SELECT w.meter, t.at FROM work_order_transitions t JOIN work_orders w ON w.id = t.order_id "
+            "WHERE t.to_status IN ('dispatched', 'completed') AND t.at >= %s AND t.at < %s", (start, end)).fetchall():
+        out[meter].append(at)
+    return out
+
+
+def raise_theft_orders(conn: Connection[Any], report: AnomalyReport, *, min_score: float = 3.0,
+                       top: int = 50) -> list[int]:
+    """Ranked suspects at or above ``min_score`` become theft-investigation orders (evidence: the reasons)."""
+    from mdm import workorders as wo
+
+    ids = []
+    for rank, s in enumerate(report.suspects[:top], start=1):
+        if s.score < min_score:
+            break
+        ev = {"summary": "; ".join(r["kind"] for r in s.reasons) + f" (score {s.score:.1f}, rank {rank})",
+              "score": round(s.score, 3), "reasons": s.reasons, "key": f"anomalies-{report.end.date().isoformat()}"}
+        prio = 1 if s.score >= 2 * min_score else 2
+        ids.append(wo.raise_work_order_sync(conn, s.meter, wo.WorkOrderType.THEFT_INVESTIGATION, ev, priority=prio,
+                                            source="anomalies").id)
+    return ids
+
+
+def plot_meter(conn: Connection[Any], meter: str, start: datetime, end: datetime, out: str, *,
+               tz: str = "Asia/Shanghai") -> dict[str, int]:
+    """PNG of one meter's load curve (raw, estimated, edited) with its VEE exceptions and events marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    from mdm.vee import storeio
+
+    q = "interval.energy.active.import"
+    raw = storeio.load_readings(conn, storeio.INTERVAL_TABLE, [q], [meter], start, end)
+    ver = storeio.load_versions(conn, [q], [meter], start, end)
+    zone = ZoneInfo(tz)
+
+    def _times(ts: npt.NDArray[np.int64]) -> FloatArray:
+        # matplotlib date numbers: days since 1970-01-01 UTC
+        return np.asarray(ts, dtype=np.float64) / 86400.0
+
+    fig, ax = plt.subplots(figsize=(12, 4.5), dpi=100)
+    ax.plot(_times(raw.ts), raw.value, lw=0.9, color="tab:blue", label="raw reads")
+    est = (ver.quality & 1) != 0
+    if est.any():
+        ax.scatter(_times(ver.ts[est]), ver.value[est], s=8, color="tab:orange", label="estimated", zorder=3)
+    edit = (ver.quality & 2) != 0
+    if edit.any():
+        ax.scatter(_times(ver.ts[edit]), ver.value[edit], s=18, marker="D", color="tab:green", label="edited",
+                   zorder=3)
+    exc = conn.execute("SELECT rule, severity, start_ts, end_ts FROM vee_exceptions WHERE meter = %s AND "
+                       "start_ts < %s AND end_ts > %s ORDER BY start_ts", (meter, end, start)).fetchall()
+    colours = {"error": "tab:red", "warning": "gold", "info": "lightgrey"}
+    seen: set[str] = set()
+    for rule, sev, s_ts, e_ts in exc:
+        lab = f"{rule} ({sev})" if rule not in seen else None
+        seen.add(rule)
+        ax.axvspan(s_ts.timestamp() / 86400, max(e_ts, s_ts + timedelta(minutes=15)).timestamp() / 86400, alpha=0.25,
+                   color=colours.get(sev, "grey"), label=lab)
+    events = storeio.load_events(conn, [meter], start, end)
+    for i, (_, ts, etype) in enumerate(events):
+        ax.axvline(ts.timestamp() / 86400, color="purple", ls="--", lw=1, label="event: " + etype if i == 0 else None)
+    ax.set_title(f"meter {meter}: load curve {start.astimezone(zone):%Y-%m-%d} to {end.astimezone(zone):%Y-%m-%d}"
+                 f" ({len(exc)} exceptions, {int(est.sum())} estimated)")
+    ax.set_ylabel("kWh per interval")
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=zone))  # type: ignore[no-untyped-call]
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return {"raw": len(raw), "estimated": int(est.sum()), "edited": int(edit.sum()), "exceptions": len(exc),
+            "events": len(events)}

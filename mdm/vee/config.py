@@ -101,6 +101,10 @@ _DEFAULT_CLASSES: dict[str, dict[str, Any]] = {
 }
 
 
+_DEFAULT_CLASS_MAP: dict[str, str] = {"single_phase": "residential", "three_phase": "commercial", "ct": "large",
+                                       "industrial": "large"}
+
+
 class VeeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -109,9 +113,18 @@ class VeeConfig(BaseModel):
     interval_seconds: int = 900
     classes: dict[str, Thresholds] = Field(
         default_factory=lambda: {k: Thresholds(**v) for k, v in _DEFAULT_CLASSES.items()})
+    class_map: dict[str, str] = Field(
+        default_factory=lambda: dict(_DEFAULT_CLASS_MAP),
+        description="store meter_class -> VEE class (e.g. single_phase -> residential, ct -> large)")
+
+    def class_name(self, name: str | None) -> str:
+        if name and name in self.classes:
+            return name
+        mapped = self.class_map.get(name or "")
+        return mapped if mapped in self.classes else self.default_class
 
     def for_class(self, name: str | None) -> Thresholds:
-        return self.classes.get(name or self.default_class) or self.classes[self.default_class]
+        return self.classes[self.class_name(name)]
 
 
 def default_config_path() -> Path:

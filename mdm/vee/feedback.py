@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -35,29 +34,43 @@ def apply_completion(conn: Connection[Any], order: WorkOrder, outcome: Mapping[s
 
 def record_exchange(conn: Connection[Any], old_meter: str, ex: dict[str, Any], *, operator: str,
                     order_id: int | None = None) -> str:
-    """Record a meter exchange in the store (its API or table when present; else in work_order_feedback)."""
+    """Record a meter exchange in the store: close the old meter's installation and open the new one
+    (the store's ``exchange_meter()``), so the register series is not continued across it.
+
+    Without an open installation for the old meter (or without the store's tables), the exchange is
+    kept in ``work_order_feedback`` for an operator. Returns ``"store"`` or ``"feedback"``.
+    """
     ts = datetime.fromisoformat(str(ex["ts"])) if ex.get("ts") else datetime.now().astimezone()
-    try:
-        meters_mod = importlib.import_module("mdm.meters")
-        fn = getattr(meters_mod, "record_exchange", None)
-    except ImportError:
-        fn = None
-    if fn is not None:
-        fn(conn, old_meter=old_meter, new_meter=ex.get("new_meter"), ts=ts,
-           old_final_read=ex.get("old_final_read"), new_start_read=ex.get("new_start_read"),
-           multiplier=ex.get("multiplier"))
+    new_meter = str(ex.get("new_meter") or "")
+    sp = None
+    if new_meter and storeio.columns(conn, "meter_installations"):
+        row = conn.execute("SELECT service_point_id FROM meter_installations WHERE meter = %s AND removed_at IS NULL",
+                           (old_meter,)).fetchone()
+        sp = row[0] if row else None
+    if sp is not None:
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO meters (address, protocol, channel, terminal, meter_class, ct_ratio, pt_ratio, multiplier,"
+                " status) SELECT %s, protocol, channel, terminal, meter_class, ct_ratio, pt_ratio, "
+                "coalesce(%s, multiplier), 'in_stock' FROM meters WHERE address = %s ON CONFLICT (address) DO NOTHING",
+                (new_meter, ex.get("multiplier"), old_meter))
+            conn.execute("SELECT exchange_meter(%s, %s, %s, %s, %s, 'exchange', %s)",
+                         (sp, new_meter, ts, ex.get("old_final_read"), ex.get("new_start_read"), order_id))
+        LOGGER.info("meter %s exchanged for %s at %s (work order %s)", old_meter, new_meter, ts, order_id)
         return "store"
     conn.execute("INSERT INTO work_order_feedback (order_id, meter, kind, payload, operator) "
                  "VALUES (%s, %s, 'exchange', %s, %s)",
                  (order_id, old_meter, Jsonb({**ex, "ts": ts.isoformat()}), operator))
-    LOGGER.warning("meter exchange of %s kept in work_order_feedback: the store has no exchange API", old_meter)
+    LOGGER.warning("meter exchange of %s kept in work_order_feedback: no open installation in the store", old_meter)
     return "feedback"
 
 
 def raise_verification_due(conn: Connection[Any], today: date) -> list[WorkOrderRef]:
     """Open a periodic verification order for every meter whose cycle (by customer class) has ended."""
     from mdm import workorders as wo
+    from mdm.vee.config import load_vee_config
 
+    cfg = load_vee_config()
     cols = storeio.columns(conn, "meters")
     key = next((c for c in ("address", "meter", "id") if c in cols), None)
     if key is None:
@@ -68,11 +81,14 @@ def raise_verification_due(conn: Connection[Any], today: date) -> list[WorkOrder
     for m, mi in info.items():  # loop over meters with an install date (a daily job, not a VEE rule)
         if mi.installed is None:
             continue
-        due, when = wo.verification_due(mi.installed, mi.capacity_kva, today)
+        kva = mi.capacity_kva
+        if kva is None:  # the store has no contracted capacity: judge by the meter class
+            kva = {"large": wo.LARGE_KVA, "commercial": wo.MEDIUM_KVA}.get(cfg.class_name(mi.meter_class))
+        due, when = wo.verification_due(mi.installed, kva, today)
         if due:
             refs.append(wo.raise_work_order_sync(
                 conn, m, wo.WorkOrderType.PERIODIC_VERIFICATION,
                 {"summary": f"verification due {when.isoformat()} (installed {mi.installed.isoformat()}, class "
-                            f"{wo.customer_class(mi.capacity_kva)})", "due": when.isoformat(), "key": f"due-{when}"},
+                            f"{wo.customer_class(kva)})", "due": when.isoformat(), "key": f"due-{when}"},
                 source="schedule"))
     return refs

@@ -187,7 +187,7 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
     per_day = 86400 // step
 
     iq = [INTERVAL_Q, EXPORT_Q]
-    raw = storeio.load_readings(conn, storeio.INTERVAL_TABLE, iq, meters, hist_start, end)
+    raw = storeio.load_readings(conn, storeio.INTERVAL_TABLE, iq, meters, hist_start, end, with_superseded=True)
     versions = storeio.load_versions(conn, [INTERVAL_Q], meters, hist_start, end)
     inst = _concat(storeio.load_readings(conn, storeio.REGISTER_TABLE, INSTANT_Q, meters, start, end),
                    storeio.load_readings(conn, storeio.INTERVAL_TABLE, INSTANT_Q, meters, start, end))

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +25,9 @@ __all__ = [
     "MeterInfo",
     "Readings",
     "columns",
+    "daily_energy",
     "list_meters",
+    "load_areas",
     "load_events",
     "load_exchanges",
     "load_readings",
@@ -90,8 +93,13 @@ def list_meters(conn: Connection[Any], start: datetime, end: datetime, meters: S
 
 
 def load_readings(conn: Connection[Any], table: str, quantities: Sequence[str], meters: Sequence[str],
-                  start: datetime, end: datetime) -> Readings:
-    """Raw reads of ``quantities`` for ``meters`` in [start, end) from a store table."""
+                  start: datetime, end: datetime, *, with_superseded: bool = False) -> Readings:
+    """Raw reads of ``quantities`` for ``meters`` in [start, end) from a store table.
+
+    The store keeps the current value per (meter, quantity, ts) and earlier different values in
+    ``superseded_reads``; ``with_superseded`` adds those (lower versions, sorted first) so the
+    duplicate rule sees every value that arrived for one time.
+    """
     if table not in _TABLES:
         raise ValueError(table)
     cols = columns(conn, table)
@@ -100,9 +108,16 @@ def load_readings(conn: Connection[Any], table: str, quantities: Sequence[str], 
     version = "version" if "version" in cols else "0"
     quality = "quality" if "quality" in cols else "0"
     sql = (f"SELECT meter, quantity, extract(epoch FROM ts)::bigint, value::float8, {quality}::bigint, "
-           f"{version}::bigint FROM {table} WHERE meter = ANY(%s) AND quantity = ANY(%s) AND ts >= %s AND ts < %s "
-           f"ORDER BY meter, quantity, ts, {version}")  # identifiers from constants / the catalogue, values bound
-    rows = conn.execute(sql, (list(meters), list(quantities), start, end)).fetchall()
+           f"{version}::bigint FROM {table} WHERE meter = ANY(%(m)s) AND quantity = ANY(%(q)s) AND ts >= %(s)s "
+           f"AND ts < %(e)s")  # identifiers from constants / the catalogue, values bound
+    if with_superseded and columns(conn, "superseded_reads"):
+        sql += (" UNION ALL SELECT meter, quantity, extract(epoch FROM ts)::bigint, value::float8, quality::bigint, "
+                "version::bigint FROM superseded_reads WHERE kind = %(k)s AND meter = ANY(%(m)s) AND "
+                "quantity = ANY(%(q)s) AND ts >= %(s)s AND ts < %(e)s")
+        sql = f"SELECT * FROM ({sql}) u"
+    sql += " ORDER BY 1, 2, 3, 6"
+    rows = conn.execute(sql, {"m": list(meters), "q": list(quantities), "s": start, "e": end,
+                              "k": "interval" if table == INTERVAL_TABLE else "register"}).fetchall()
     return _to_arrays(rows, meters, quantities)
 
 
@@ -173,10 +188,15 @@ def meter_info(conn: Connection[Any], meters: Sequence[str]) -> dict[str, MeterI
         names.append("multiplier")
     rows = conn.execute(f"SELECT {', '.join(sel)} FROM meters WHERE {key}::text = ANY(%s)",  # names from catalogue
                         (list(meters),)).fetchall()
-    out = {m: MeterInfo(m) for m in meters}
+    installed: dict[str, date] = {}
+    if columns(conn, "meter_installations"):
+        for m, at in conn.execute("SELECT meter, max(installed_at) FROM meter_installations WHERE meter = ANY(%s) "
+                                  "AND removed_at IS NULL GROUP BY meter", (list(meters),)).fetchall():
+            installed[str(m)] = at.date() if isinstance(at, datetime) else at
+    out = {m: MeterInfo(m, installed=installed.get(m)) for m in meters}
     for r in rows:
         d = dict(zip(names, r, strict=True))
-        inst = d.get("installed")
+        inst = d.get("installed") or installed.get(str(d["meter"]))
         if isinstance(inst, datetime):
             inst = inst.date()
         out[str(d["meter"])] = MeterInfo(
@@ -222,3 +242,74 @@ def load_exchanges(conn: Connection[Any], meters: Sequence[str], start: datetime
         return [{"old_meter": r[0], "new_meter": r[1], "ts": r[2], "old_final_read": r[3], "new_start_read": r[4]}
                 for r in rows]
     return []
+
+
+def load_areas(conn: Connection[Any]) -> tuple[dict[str, str | None], dict[str, str]]:
+    """(area -> check meter, meter -> area) from the store's transformer-area tables, if any."""
+    area_check: dict[str, str | None] = {}
+    member: dict[str, str] = {}
+    for table in ("transformer_areas", "areas"):
+        cols = columns(conn, table)
+        key = _first(cols, ("code", "area", "name", "id"))
+        chk = _first(cols, ("check_meter", "check_meter_address", "feeder_meter"))
+        if not cols or key is None:
+            continue
+        rows = conn.execute(f"SELECT {key}::text, {chk or 'NULL'}::text FROM {table}").fetchall()
+        area_check = {r[0]: r[1] for r in rows}
+        if "id" in cols and key != "id":
+            ids = {str(r[0]): str(r[1]) for r in conn.execute(f"SELECT id, {key} FROM {table}").fetchall()}
+        else:
+            ids = {a: a for a in area_check}
+        mcols = columns(conn, "meters")
+        mkey = _first(mcols, ("address", "meter", "id"))
+        marea = _first(mcols, ("area", "area_id", "transformer_area", "transformer_area_id"))
+        if mkey and marea:
+            for m, a in conn.execute(f"SELECT {mkey}::text, {marea}::text FROM meters WHERE {marea} IS NOT NULL"):
+                member[m] = ids.get(a, a)
+        for link in ("area_meters", "transformer_area_meters"):
+            lcols = columns(conn, link)
+            la = _first(lcols, ("area", "area_id", "transformer_area_id"))
+            lm = _first(lcols, ("meter", "meter_address", "address"))
+            if la and lm:
+                for m, a in conn.execute(f"SELECT {lm}::text, {la}::text FROM {link}"):
+                    member[m] = ids.get(a, a)
+        break
+    return area_check, member
+
+
+def daily_energy(conn: Connection[Any], meters: Sequence[str] | None, start: datetime, end: datetime, tz: str,
+                 quantity: str = "interval.energy.active.import", min_intervals: int = 92) -> tuple[
+                     list[str], list[date], npt.NDArray[np.float64]]:
+    """Daily energy per meter and local day from intervals (VEE versions on top of raw); NaN = incomplete."""
+    if not table_exists(conn, INTERVAL_TABLE):
+        return [], [], np.zeros((0, 0))
+    cols = columns(conn, INTERVAL_TABLE)
+    order = "version" if "version" in cols else "0"
+    meter_filter = "AND meter = ANY(%(meters)s)" if meters else ""
+    sql = f"""
+        WITH raw AS (
+            SELECT DISTINCT ON (meter, ts) meter, ts, value FROM {INTERVAL_TABLE}
+            WHERE quantity = %(q)s AND ts >= %(s)s AND ts < %(e)s {meter_filter}
+            ORDER BY meter, ts, {order} DESC),
+        ver AS (
+            SELECT DISTINCT ON (meter, ts) meter, ts, value FROM read_versions
+            WHERE quantity = %(q)s AND ts >= %(s)s AND ts < %(e)s AND NOT superseded {meter_filter}
+            ORDER BY meter, ts, version DESC),
+        fin AS (
+            SELECT coalesce(v.meter, r.meter) AS meter, coalesce(v.ts, r.ts) AS ts,
+                   coalesce(v.value, r.value) AS value
+            FROM raw r FULL JOIN ver v ON v.meter = r.meter AND v.ts = r.ts)
+        SELECT meter, (ts AT TIME ZONE %(tz)s)::date AS day, sum(value), count(value)
+        FROM fin GROUP BY 1, 2 ORDER BY 1, 2"""  # identifiers are constants; values bound
+    rows = conn.execute(sql, {"q": quantity, "s": start, "e": end, "tz": tz, "meters": list(meters or [])}).fetchall()
+    ms = sorted({r[0] for r in rows} | set(meters or []))
+    d0 = start.astimezone(ZoneInfo(tz)).date()
+    d1 = (end - timedelta(seconds=1)).astimezone(ZoneInfo(tz)).date()
+    days = [d0 + timedelta(days=i) for i in range((d1 - d0).days + 1)]
+    grid = np.full((len(ms), len(days)), np.nan)
+    mi = {m: i for i, m in enumerate(ms)}
+    for m, day, s, n in rows:
+        k = (day - d0).days
+        if 0 <= k < len(days) and n >= min_intervals:
+            grid[mi[m], k] = s
+    return ms, days, grid

@@ -7,12 +7,13 @@ import csv
 import io
 import json
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
 
 from mdm import workorders as wo
+from tests.vee.helpers import install
 
 
 def meter() -> str:
@@ -156,6 +157,7 @@ def test_evidence_with_a_key_is_idempotent(conn: psycopg.Connection) -> None:
 
 def test_completion_feeds_back_read_and_exchange(conn: psycopg.Connection) -> None:
     m = meter()
+    sp = install(conn, m, meter_class="single_phase")
     ref = wo.raise_work_order_sync(conn, m, "meter_fault", {"summary": "register decreased"}, source="vee")
     wo.dispatch(conn, ref.id, assignee="crew-1")
     outcome = {"reads": [{"quantity": "energy.active.import", "value": 1234.5, "ts": "2026-03-10T09:00:00+08:00"}],
@@ -165,11 +167,27 @@ def test_completion_feeds_back_read_and_exchange(conn: psycopg.Connection) -> No
     v = conn.execute("SELECT value, quality, method, operator, reason FROM read_versions WHERE meter = %s",
                      (m,)).fetchall()
     assert v == [(1234.5, 2, "field_read", "crew-1", f"work order {ref.id} (meter_fault)")]
-    fb = conn.execute("SELECT count(*) FROM work_order_feedback WHERE meter = %s", (m,)).fetchone()
-    try:
-        import mdm.meters as store_meters  # type: ignore[import-not-found,unused-ignore]
+    # the exchange closed the old installation and opened the new meter's at the same service point
+    ex = conn.execute("SELECT old_meter, new_meter, old_final_read, new_start_read, service_point_id, work_order_id "
+                      "FROM meter_exchanges WHERE old_meter = %s", (m,)).fetchall()
+    assert ex == [(m, "NEW" + m, 1234.5, 0.0, sp, ref.id)]
+    # without an installation the exchange is kept for an operator
+    m2 = meter()
+    ref2 = wo.raise_work_order_sync(conn, m2, "meter_fault", {"summary": "x"}, source="vee")
+    wo.complete(conn, ref2.id, operator="crew-1", outcome={"exchange": {"new_meter": "N" + m2}})
+    fb = conn.execute("SELECT kind FROM work_order_feedback WHERE meter = %s", (m2,)).fetchall()
+    assert fb == [("exchange",)]
 
-        has_store_api = hasattr(store_meters, "record_exchange")
-    except ImportError:
-        has_store_api = False
-    assert fb == ((0,) if has_store_api else (1,))
+
+def test_verification_due_raises_orders_by_class(conn: psycopg.Connection) -> None:
+    from mdm.vee.feedback import raise_verification_due
+
+    big, small = meter(), meter()
+    install(conn, big, meter_class="ct", installed_at=datetime(2024, 1, 10, tzinfo=UTC))
+    install(conn, small, meter_class="single_phase", installed_at=datetime(2024, 1, 10, tzinfo=UTC))
+    refs = raise_verification_due(conn, date(2025, 6, 1))
+    got = {r[0] for r in conn.execute("SELECT meter FROM work_orders WHERE type = 'periodic_verification' AND "
+                                      "id = ANY(%s)", ([r.id for r in refs],)).fetchall()}
+    assert big in got and small not in got
+    again = raise_verification_due(conn, date(2025, 6, 2))
+    assert not any(r.created for r in again if r.id in {x.id for x in refs})
