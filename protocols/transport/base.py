@@ -79,6 +79,7 @@ class ChannelABC(abc.ABC):
     async def open(self) -> None:
         if self._opened:
             return
+        self._chunks = asyncio.Queue()
         try:
             await self._open()
         except TransportError:
@@ -86,7 +87,6 @@ class ChannelABC(abc.ABC):
         except (OSError, ValueError) as exc:
             raise TransportError(f"cannot open {self.name}: {exc}") from exc
         self._opened = True
-        self._chunks = asyncio.Queue()
         LOGGER.debug("opened channel %s", self.name)
 
     async def aclose(self) -> None:
