@@ -72,14 +72,15 @@ async def _scenario(dsn: str, accounts: list[tuple[str | None, float | None, flo
             ex = Executor(dsn, settings_, directory, secrets_store(), clients={"bus-1": client},
                           now=lambda: at.astimezone(UTC), hooks=[weather], pool_size=2)
             async with ex:
-                async with ex.pool.connection() as conn:
-                    res = await ex.planner.plan(conn, at, operator="alice", dry_run=False)
-                    await approve_plan(conn, settings_, int(res.plan_id or 0), "bob")
+                async with ex.pool.connection() as aconn:
+                    res = await ex.planner.plan(aconn, at, operator="alice", dry_run=False)
+                    await approve_plan(aconn, settings_, int(res.plan_id or 0), "bob")
                 await ex.execute_plan(int(res.plan_id or 0), "alice")
         policy = settings_.policy(None)
         for s, d in zip(states, sorted(res.decisions, key=lambda d: d.account), strict=True):
             expected = oracle(s, at, policy.model_copy(update={"timezone": "Asia/Shanghai"}),
                               ["x"] if s.account in blocked_by_hook else [])
+            assert s.meter is not None
             got = [r for r in sim.received if r.frame.address == s.meter]
             assert d.cut == expected, d.explain()
             if d.cut:
