@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
@@ -371,7 +371,8 @@ class Channel:
         finally:
             self.busy_seconds += time.monotonic() - t0
         if isinstance(result, list) and all(isinstance(r, Reading) for r in result):
-            readings = result
+            src = self.source
+            readings = [r if r.source == src else replace(r, source=src) for r in result]
         self._meter_alive(job)
         if readings and job.kind is not JobKind.CALL:
             if job.backfill:
@@ -405,7 +406,7 @@ class Channel:
             return
         if self.breaker.failure(job.meter):
             LOGGER.warning(
-                "meter %s on %s stopped answering (%s); skipping it until it answers again",
+                "meter %s on %s stopped answering (%s); skipped until its back-off expires",
                 job.meter, self.name, exc, extra={"channel": self.name, "meter": job.meter},
             )
 

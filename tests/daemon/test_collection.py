@@ -1,0 +1,156 @@
+"""The daemon end to end, in process: simulated buses over real TCP sockets and ptys, real PostgreSQL.
+
+Simulated time runs fast (the daemon shares the simulator's clock), wire timeouts stay real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from headend import ipc
+from headend.channels import Job, JobKind
+from headend.daemon import Daemon
+from headend.plans import PlanKind, ReadPlan
+from headend.timebase import wrap_clock
+from protocols.arbitration import Priority
+from protocols.reading import Quality
+from simulators.dlt645 import MeterBusSimulator
+from tests.daemon.conftest import make_settings, query
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+async def _run_for(d: Daemon, sim: MeterBusSimulator, until: datetime, events: list[tuple[datetime, object]]) -> None:
+    task = asyncio.create_task(d.run())
+    await asyncio.wait_for(d.ready.wait(), 20)
+    pending = sorted(events, key=lambda e: e[0])  # type: ignore[arg-type, return-value]
+    while sim.clock.now() < until:
+        while pending and sim.clock.now() >= pending[0][0]:
+            pending.pop(0)[1]()  # type: ignore[operator]
+        assert not task.done(), task.exception() if task.done() else None
+        await asyncio.sleep(0.05)
+    d.stop()
+    await asyncio.wait_for(task, 20)
+
+
+async def test_windows_breaker_and_backfill_after_meter_returns(
+    daemon_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plan outside its window never reads; a silent meter logs once down and once up, and its
+    missed load-profile intervals come back from meter memory with their true timestamps."""
+    caplog.set_level(logging.WARNING, logger="headend")
+    start = datetime(2026, 11, 26, 22, 58, tzinfo=TZ)
+    async with MeterBusSimulator(4, transport="tcp", parity="N", speed=240, start=start, history_days=1,
+                                 faults={"000000000002": "silent"}) as sim:
+        settings = make_settings(
+            daemon_dsn, tmp_path, name="t-backfill", listen="",
+            channels=[{"name": "bus-a", "url": sim.url, "meters": sim.addresses, "timeout": 0.25, "retries": 0}],
+            plans=[
+                ReadPlan(name="instant", kind=PlanKind.READ, every=60, quantities=["voltage.a", "current.a"]),
+                ReadPlan(name="night", kind=PlanKind.READ, every=60, window="03:00-04:00", quantities=["voltage.a"]),
+                ReadPlan(name="profile", kind=PlanKind.PROFILE, every=900, offset=5),
+            ],
+            breaker={"failure_threshold": 2, "base_backoff": 120, "max_backoff": 240},
+            backfill={"every": 120, "not_before": start, "lookback_days": 1},
+            leases={"enabled": "off"}, kpi_flush=0.5,
+        )
+        d = Daemon(settings, dsn=daemon_dsn, clock=wrap_clock(sim.clock))
+        back = start + timedelta(minutes=50)
+        await _run_for(d, sim, start + timedelta(minutes=62),
+                       [(back, lambda: sim.clear_fault("000000000002"))])
+
+    down = [r for r in caplog.records if "stopped answering" in r.getMessage() and "000000000002" in r.getMessage()]
+    up = [r for r in caplog.records if r.getMessage().endswith("answers again") and "000000000002" in r.getMessage()]
+    assert len(down) == 1 and len(up) == 1, [r.getMessage() for r in caplog.records]
+    # the window: "night" never ran, "instant" did for every meter
+    kpi = dict(query(daemon_dsn, "SELECT plan, sum(due) FROM collection_kpi GROUP BY plan"))
+    assert "night" not in kpi and kpi["instant"] > 4 * 30
+    # backfill: intervals of the silent period, re-read with BACKFILLED and their own quarter-hour stamps
+    rows = query(daemon_dsn, "SELECT ts, quality FROM interval_reads WHERE meter = %s AND quantity = %s"
+                 " ORDER BY ts", "000000000002", "interval.energy.active.import")
+    filled = [ts for ts, q in rows if q & Quality.BACKFILLED]
+    assert filled, rows
+    assert all(ts.astimezone(TZ).minute % 15 == 0 and ts.second == 0 for ts in filled)
+    assert all(ts < back for ts in filled)
+    assert d.kpi.totals.backfilled >= len(filled) >= 2
+    # healthy meters were never backfilled (nothing missing)
+    assert not query(daemon_dsn, "SELECT 1 FROM interval_reads WHERE meter <> %s AND quality & 8 = 8",
+                     "000000000002")
+
+
+async def test_priority_preemption_and_ipc_read(daemon_dsn: str, tmp_path: Path) -> None:
+    """An on-demand read through the daemon's IPC overtakes queued backfill and scheduled work."""
+    async with MeterBusSimulator(6, transport="pty", parity="N", line_time=True, baud=9600, turnaround=0.05,
+                                 history_days=1) as sim:
+        settings = make_settings(
+            daemon_dsn, tmp_path, name="t-prio", listen="127.0.0.1:0", plans=[],
+            channels=[{"name": "bus-p", "url": sim.url, "meters": sim.addresses, "timeout": 1.0}],
+            leases={"enabled": "off"},
+        )
+        d = Daemon(settings, dsn=daemon_dsn)
+        order: list[str] = []
+        d.listeners.append(lambda ch, job, outcome, readings: order.append(f"{job.plan}:{outcome.value}"))
+        task = asyncio.create_task(d.run())
+        await asyncio.wait_for(d.ready.wait(), 10)
+        while "bus-p" not in d.channels or d.channels["bus-p"].client is None:
+            await asyncio.sleep(0.02)
+        ch = d.channels["bus-p"]
+        for i, m in enumerate(sim.addresses * 2):
+            ch.submit(Job(Priority.SCHEDULED, m, JobKind.READ, plan="bulk", quantities=("energy.active.import",),
+                          slot=datetime(2026, 1, 1, tzinfo=TZ) + timedelta(minutes=i)))
+        for m in sim.addresses[:3]:
+            ch.submit(Job(Priority.BACKFILL, m, JobKind.DAILY, plan="fill", n=1, backfill=True))
+        await asyncio.sleep(0.05)  # the first job is on the wire now
+        assert ipc.find_daemon(tmp_path, sim.url) is not None
+        rows = await asyncio.to_thread(ipc.try_daemon_read, tmp_path, sim.url, sim.addresses[0],
+                                       ["energy.active.import", "00010000"])
+        for _ in range(200):
+            if order.count("bulk:ok") >= 3:
+                break
+            await asyncio.sleep(0.05)
+        d.stop()
+        await asyncio.wait_for(task, 20)
+        url = sim.url
+    assert rows is not None and rows[0]["quantity"] == "energy.active.import" and rows[1]["item"] == "00010000"
+    first_call = order.index("call:ok")
+    assert first_call <= 2, order  # at most the job in flight (and one taken meanwhile) went first
+    assert order.index("fill:ok") < order.index("bulk:ok", first_call), order  # backfill before scheduled
+    assert ipc.find_daemon(tmp_path, url) is None  # unregistered on exit
+
+
+async def test_clock_sync_waits_for_freeze_boundary_and_flags(daemon_dsn: str, tmp_path: Path) -> None:
+    """Drifted clocks get one broadcast sync, not within the guard around midnight; a clock too far
+    off (a clock running away) is flagged; the synced meter reads right afterwards."""
+    start = datetime(2026, 11, 26, 23, 55, tzinfo=TZ)
+    async with MeterBusSimulator(3, transport="tcp", parity="N", speed=120, start=start, history_days=1,
+                                 faults={"000000000001": "clock_offset=150", "000000000003": "clock_drift=3600"},
+                                 ) as sim:
+        settings = make_settings(
+            daemon_dsn, tmp_path, name="t-clock", listen="",
+            channels=[{"name": "bus-c", "url": sim.url, "meters": sim.addresses, "timeout": 0.5}],
+            plans=[ReadPlan(name="clock", kind=PlanKind.CLOCK, every=60, jitter=10)],
+            clocksync={"max_drift": 30, "max_step": 300, "guard": 300, "hourly_freezes": False,
+                       "recheck_after": 60, "min_interval": 3600},
+            leases={"enabled": "off"}, kpi_flush=0.5,
+        )
+        d = Daemon(settings, dsn=daemon_dsn, clock=wrap_clock(sim.clock))
+        await _run_for(d, sim, start + timedelta(minutes=16), [])
+    assert len(d.clocks.syncs) == 1, d.clocks.syncs
+    _, at, n, worst = d.clocks.syncs[0]
+    # drift seen from 23:55 on, but no sync inside midnight +- 5 min (meter at +150 s included)
+    assert at.astimezone(TZ) >= datetime(2026, 11, 27, 0, 5, tzinfo=TZ)
+    assert d.clocks.deferred > 0
+    assert n == 1 and 100 < worst < 200
+    assert abs(d.clocks.offsets["000000000001"][0]) < 10  # corrected
+    assert "000000000003" in d.clocks.flagged and "000000000001" not in d.clocks.flagged
+    flags = query(daemon_dsn, "SELECT meter, flag FROM meter_flags WHERE cleared_at IS NULL")
+    assert flags == [("000000000003", "clock_off")]
+    assert query(daemon_dsn, "SELECT count(*) FROM clock_syncs") == [(1,)]
+    offsets = query(daemon_dsn, "SELECT count(*) FROM register_reads WHERE quantity = 'clock.offset'")
+    assert offsets[0][0] >= 3 * 10
