@@ -98,7 +98,9 @@ async def test_priority_preemption_and_ipc_read(daemon_dsn: str, tmp_path: Path)
         d.listeners.append(lambda ch, job, outcome, readings: order.append(f"{job.plan}:{outcome.value}"))
         task = asyncio.create_task(d.run())
         await asyncio.wait_for(d.ready.wait(), 10)
-        while "bus-p" not in d.channels or d.channels["bus-p"].client is None:
+        for _ in range(500):
+            if "bus-p" in d.channels and d.channels["bus-p"].client is not None:
+                break
             await asyncio.sleep(0.02)
         ch = d.channels["bus-p"]
         for i, m in enumerate(sim.addresses * 2):
