@@ -1,0 +1,1 @@
+"""MQTT load-management terminals: topic/payload schema (:mod:`.schema`) and aiomqtt client (:mod:`.client`)."""

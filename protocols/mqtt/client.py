@@ -1,0 +1,573 @@
+"""MQTT over aiomqtt (never asyncio-mqtt): a self-healing connection and the terminal client.
+
+:class:`MqttConnection` keeps one aiomqtt connection alive: QoS 1, persistent session
+(``clean_session=False`` with a stable client id), reconnect with exponential back-off and
+jitter, and every subscription re-made after each (re)connect, so subscriptions survive a
+broker restart even when the broker lost its session store. Messages go to one synchronous
+handler (cheap: it queues or resolves a future).
+
+:class:`MqttClient` is the head-end side of the terminal schema (:mod:`protocols.mqtt.schema`):
+``read`` asks the terminal for current values with a ``read`` command (falling back to fresh
+telemetry when it does not answer), load and relay commands carry a request id, wait for the
+response, then for the status read-back. A side-effect command without a response in time
+raises :class:`UnknownOutcomeError`; the client never re-sends it under a new request id.
+Calling again with the *same* request id is safe: the terminal answers from its record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import random
+import socket
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit
+
+import aiomqtt
+
+from protocols import quantities
+from protocols.arbitration import Priority
+from protocols.client import (
+    ControlResult,
+    LoadCommand,
+    LoadControl,
+    LoadControlRequest,
+    MeterClient,
+    RelayCommand,
+    RelayControl,
+    RelayRequest,
+    RelayState,
+)
+from protocols.errors import (
+    ConfigError,
+    DeviceError,
+    NoResponseError,
+    TransportError,
+    UnknownOutcomeError,
+)
+from protocols.mqtt.schema import (
+    Channel,
+    Command,
+    PayloadError,
+    Response,
+    Status,
+    Telemetry,
+    Topics,
+    decode,
+    encode,
+)
+from protocols.reading import Quality, Reading
+
+__all__ = ["MqttClient", "MqttConnection", "MqttUrl"]
+
+LOGGER = logging.getLogger(__name__)
+TRACE_LOG = logging.getLogger("headend.trace")
+TRACE = 5
+
+Handler = Callable[[aiomqtt.Message], None]
+
+
+class MqttConnection:
+    """One broker connection that comes back by itself.
+
+    ``start()`` returns at once; ``wait_connected(timeout)`` waits for the (next) CONNACK.
+    Incoming messages go to ``handler`` (synchronous; keep it cheap). ``on_connect`` runs
+    after every CONNACK and re-subscription (e.g. to publish a retained online status).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 1883,
+        *,
+        client_id: str,
+        clean_session: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        will: aiomqtt.Will | None = None,
+        keepalive: int = 30,
+        handler: Handler | None = None,
+        on_connect: Callable[[], Any] | None = None,
+        backoff: tuple[float, float] = (0.1, 10.0),
+        max_inflight: int = 200,
+        name: str = "",
+    ) -> None:
+        self.host, self.port = host, port
+        self.client_id = client_id
+        self.clean_session = clean_session
+        self._username, self._password = username, password
+        self.will = will
+        self.keepalive = keepalive
+        self.handler = handler
+        self.on_connect = on_connect
+        self.backoff = backoff
+        self.max_inflight = max_inflight
+        self.name = name or client_id
+        self.subscriptions: dict[str, int] = {}
+        self.connects = 0  # successful CONNACKs so far
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._down_logged = False
+
+    def __repr__(self) -> str:
+        return f"MqttConnection({self.name!r}, {self.host}:{self.port}, client_id={self.client_id!r})"
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"mqtt:{self.name}")
+
+    async def wait_connected(self, timeout: float) -> None:  # noqa: ASYNC109 - connect timeout
+        self.start()
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            raise TransportError(f"MQTT broker {self.host}:{self.port} not reachable within {timeout:g} s") from None
+
+    async def stop(self) -> None:
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._connected.clear()
+
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        """Remember the filter (re-made after every reconnect) and subscribe now when connected."""
+        if self.subscriptions.get(topic_filter) == qos:
+            return
+        self.subscriptions[topic_filter] = qos
+        client = self._client
+        if client is not None and self.connected:
+            try:
+                await client.subscribe(topic_filter, qos=qos)
+            except aiomqtt.MqttError as exc:  # the reconnect loop re-subscribes
+                LOGGER.debug("%s: subscribe %s deferred: %s", self.name, topic_filter, exc)
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Publish and (QoS 1) wait for the PUBACK.
+
+        Raises :class:`TransportError` when not connected (nothing left this process) and
+        :class:`NoResponseError` when the connection failed after the PUBLISH may have left
+        (the broker may or may not have it: callers with side effects treat it as unknown).
+        """
+        client = self._client
+        if client is None or not self.connected:
+            raise TransportError(f"MQTT {self.name}: not connected to {self.host}:{self.port}")
+        TRACE_LOG.log(TRACE, "%s %s %s %s", self.name, "TX", topic, payload[:512])
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttCodeError as exc:
+            if exc.rc in (4, 7):  # MQTT_ERR_NO_CONN / CONN_LOST: the publish may have left
+                raise NoResponseError(f"MQTT {self.name}: connection lost during publish: {exc}") from exc
+            raise TransportError(f"MQTT {self.name}: publish failed: {exc}") from exc
+        except aiomqtt.MqttError as exc:
+            raise NoResponseError(f"MQTT {self.name}: publish failed: {exc}") from exc
+
+    def drop(self) -> None:
+        """Close the socket without DISCONNECT (the broker then publishes the Last Will). For simulators."""
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(Exception):
+                sock: Any = client._client.socket()  # paho exposes no abrupt close
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    async def _run(self) -> None:
+        delay = self.backoff[0]
+        while not self._stopping:
+            try:
+                async with aiomqtt.Client(
+                    self.host, self.port, identifier=self.client_id, clean_session=self.clean_session,
+                    username=self._username, password=self._password, will=self.will, keepalive=self.keepalive,
+                    max_inflight_messages=self.max_inflight, timeout=10,
+                ) as client:
+                    self._client = client
+                    for topic_filter, qos in list(self.subscriptions.items()):
+                        await client.subscribe(topic_filter, qos=qos)
+                    self.connects += 1
+                    self._connected.set()
+                    if self._down_logged:
+                        LOGGER.warning("MQTT %s: reconnected to %s:%s", self.name, self.host, self.port)
+                        self._down_logged = False
+                    else:
+                        LOGGER.info("MQTT %s: connected to %s:%s", self.name, self.host, self.port)
+                    delay = self.backoff[0]
+                    if self.on_connect is not None:
+                        result = self.on_connect()
+                        if asyncio.iscoroutine(result):
+                            await result
+                    handler = self.handler
+                    async for message in client.messages:
+                        if TRACE_LOG.isEnabledFor(TRACE):
+                            TRACE_LOG.log(TRACE, "%s %s %s %s", self.name, "RX", message.topic.value,
+                                          bytes(message.payload)[:512] if isinstance(message.payload, bytes | bytearray)
+                                          else message.payload)
+                        if handler is not None:
+                            try:
+                                handler(message)
+                            except Exception:  # a handler bug must not kill the connection
+                                LOGGER.exception("MQTT %s: handler failed on %s", self.name, message.topic.value)
+            except aiomqtt.MqttError as exc:
+                if not self._down_logged and not self._stopping:
+                    LOGGER.warning("MQTT %s: connection to %s:%s lost or refused (%s); retrying with back-off",
+                                   self.name, self.host, self.port, exc)
+                    self._down_logged = True
+            finally:
+                self._client = None
+                self._connected.clear()
+            if self._stopping:
+                break
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self.backoff[1])
+
+
+@dataclass(frozen=True, slots=True)
+class MqttUrl:
+    """``mqtt://[user@]host:port?prefix=ami&client_id=...&timeout=5&group=...``."""
+
+    host: str
+    port: int
+    username: str | None
+    options: dict[str, str]
+
+    @classmethod
+    def parse(cls, url: str) -> MqttUrl:
+        parts = urlsplit(url)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise ConfigError(f"bad MQTT URL {url!r}: use mqtt://host:port")
+        try:
+            port = parts.port or 1883
+        except ValueError:
+            raise ConfigError(f"bad port in {url!r}") from None
+        return cls(parts.hostname, port, parts.username, dict(parse_qsl(parts.query)))
+
+
+# Expected status after each load command, as (status field, expected value or None = the request value).
+_READBACK: dict[LoadCommand, tuple[str, object]] = {
+    LoadCommand.SET_POWER_LIMIT: ("limit_kw", None),
+    LoadCommand.TRIP_CIRCUIT: ("relay", "open"),
+    LoadCommand.RESTORE_CIRCUIT: ("relay", "closed"),
+    LoadCommand.KEEP_POWER_ON: ("keep_power", True),
+    LoadCommand.KEEP_POWER_OFF: ("keep_power", False),
+    LoadCommand.PURCHASE_ENERGY: ("balance_kwh", "response"),
+}
+
+_RELAY_TO_LOAD: dict[RelayCommand, LoadCommand] = {
+    RelayCommand.TRIP: LoadCommand.TRIP_CIRCUIT,
+    RelayCommand.CLOSE_DIRECT: LoadCommand.RESTORE_CIRCUIT,
+    RelayCommand.CLOSE_PERMIT: LoadCommand.RESTORE_CIRCUIT,
+    RelayCommand.KEEP_POWER_ON: LoadCommand.KEEP_POWER_ON,
+    RelayCommand.KEEP_POWER_OFF: LoadCommand.KEEP_POWER_OFF,
+}
+
+class MqttClient(MeterClient, LoadControl, RelayControl):
+    """Head-end client of MQTT load-management terminals (device = terminal id).
+
+    Options (``from_url`` query or keywords): ``prefix`` (topic prefix, default ``ami``),
+    ``timeout`` (response timeout, s), ``client_id`` (stable id -> persistent session; default:
+    a random id with a clean session, for one-off CLI use), ``telemetry_max_age`` (s; a read
+    without a response may use telemetry this fresh, 0 = never), ``readback_timeout`` (s).
+    """
+
+    protocol: ClassVar[str] = "mqtt"
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 1883,
+        *,
+        prefix: str = "ami",
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 5.0,
+        readback_timeout: float | None = None,
+        telemetry_max_age: float = 120.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.topics = Topics(prefix)
+        stable = client_id is not None
+        cid = client_id or f"ami-headend-cmd-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.conn = MqttConnection(
+            host, port, client_id=cid, clean_session=not stable, username=username, password=password,
+            handler=self._on_message, name=f"mqtt://{host}:{port}",
+        )
+        self.timeout = timeout
+        self.readback_timeout = readback_timeout if readback_timeout is not None else timeout
+        self.telemetry_max_age = telemetry_max_age
+        self.connect_timeout = connect_timeout
+        self._pending: dict[str, asyncio.Future[Response]] = {}
+        self._status: dict[str, Status] = {}
+        self._telemetry: dict[str, dict[str, tuple[datetime, float]]] = {}
+        self._changed = asyncio.Condition()
+        self._done: OrderedDict[str, ControlResult] = OrderedDict()
+        self.unknown: dict[str, LoadControlRequest] = {}  # request ids whose outcome is unknown
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MqttClient:
+        u = MqttUrl.parse(url)
+        merged: dict[str, Any] = {**u.options, **options}
+        for ignored in ("tz", "breaker", "retries", "map", "maps", "breaker_policy"):
+            merged.pop(ignored, None)
+        kwargs: dict[str, Any] = {}
+        try:
+            for key, conv in (("timeout", float), ("readback_timeout", float), ("telemetry_max_age", float),
+                              ("connect_timeout", float)):
+                if key in merged:
+                    kwargs[key] = conv(merged.pop(key))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"bad option in {url!r}: {exc}") from None
+        for key in ("prefix", "client_id", "password", "username"):
+            if key in merged:
+                kwargs[key] = str(merged.pop(key))
+        if merged:
+            raise ConfigError(f"unknown MQTT option(s): {', '.join(sorted(merged))}")
+        kwargs.setdefault("username", u.username)
+        return cls(u.host, u.port, **kwargs)
+
+    async def __aenter__(self) -> MqttClient:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        await self.conn.wait_connected(self.connect_timeout)
+
+    async def aclose(self) -> None:
+        await self.conn.stop()
+        for fut in self._pending.values():
+            fut.cancel()
+        self._pending.clear()
+
+    # ------------------------------------------------------------------ incoming
+
+    def _on_message(self, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            return
+        try:
+            terminal, channel = self.topics.parse(message.topic.value)
+            msg = decode(channel, payload)
+        except PayloadError as exc:
+            LOGGER.info("ignoring invalid message on %s: %s", message.topic.value, exc)
+            return
+        if isinstance(msg, Response):
+            fut = self._pending.get(msg.request_id)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        elif isinstance(msg, Status):
+            self._status[terminal] = msg
+            asyncio.get_running_loop().create_task(self._notify())
+        elif isinstance(msg, Telemetry):
+            cache = self._telemetry.setdefault(terminal, {})
+            for code, value in msg.values.items():
+                cache[code] = (msg.ts, value)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _watch(self, device: str) -> None:
+        self.topics.topic(device, Channel.COMMAND)  # validates the id
+        await self.conn.wait_connected(self.connect_timeout)
+        for channel in (Channel.RESPONSE, Channel.STATUS, Channel.TELEMETRY):
+            await self.conn.subscribe(self.topics.filter(channel, device), 1)
+
+    def status(self, device: str) -> Status | None:
+        """The last status seen from a terminal this client watches."""
+        return self._status.get(device)
+
+    # ------------------------------------------------------------------ commands
+
+    async def command(
+        self, device: str, command: Command, *, timeout: float | None = None  # noqa: ASYNC109
+    ) -> Response:
+        """Publish one command and wait for its response.
+
+        Raises :class:`NoResponseError` when no response arrives in time (for a side-effect
+        command the caller turns that into an unknown outcome) and :class:`TransportError`
+        when nothing could be sent.
+        """
+        await self._watch(device)
+        loop = asyncio.get_running_loop()
+        fut = self._pending.get(command.request_id)
+        if fut is None or fut.done():
+            fut = loop.create_future()
+            self._pending[command.request_id] = fut
+        try:
+            await self.conn.publish(self.topics.topic(device, Channel.COMMAND), encode(command), qos=1)
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), timeout if timeout is not None else self.timeout)
+            except TimeoutError:
+                raise NoResponseError(
+                    f"no response from terminal {device} to {command.command} {command.request_id} "
+                    f"within {timeout if timeout is not None else self.timeout:g} s"
+                ) from None
+        finally:
+            if self._pending.get(command.request_id) is fut:
+                del self._pending[command.request_id]
+
+    async def read(
+        self, device: str, quantities_: Sequence[str], *, priority: Priority = Priority.ON_DEMAND
+    ) -> list[Reading]:
+        """Current values by a ``read`` command; without a response, telemetry younger than
+        ``telemetry_max_age`` (quality unchanged, its own timestamp); else :class:`NoResponseError`."""
+        codes = list(quantities_)
+        for code in codes:
+            quantities.get(code)
+        cmd = Command(request_id=uuid.uuid4().hex, command="read", issued_at=datetime.now(UTC), quantities=codes)
+        try:
+            resp = await self.command(device, cmd)
+        except NoResponseError:
+            cached = self._fresh_telemetry(device, codes)
+            if cached is None:
+                raise
+            LOGGER.info("terminal %s did not answer a read; using telemetry", device)
+            return cached
+        if resp.status != "accepted":
+            raise DeviceError(f"terminal {device} refused the read: {resp.reason}", code=0,
+                              flags=(resp.status,), device=device)
+        out = []
+        for code in codes:
+            q = quantities.get(code)
+            if code in resp.values:
+                out.append(Reading(device, code, resp.ts, resp.values[code], q.unit, Quality.GOOD, "mqtt"))
+            else:
+                out.append(Reading(device, code, resp.ts, math.nan, q.unit, Quality.NOT_SUPPORTED, "mqtt"))
+        return out
+
+    def _fresh_telemetry(self, device: str, codes: Sequence[str]) -> list[Reading] | None:
+        if self.telemetry_max_age <= 0:
+            return None
+        cache = self._telemetry.get(device, {})
+        limit = datetime.now(UTC) - timedelta(seconds=self.telemetry_max_age)
+        out = []
+        for code in codes:
+            hit = cache.get(code)
+            if hit is None or hit[0] < limit:
+                return None
+            out.append(Reading(device, code, hit[0], hit[1], quantities.get(code).unit, Quality.GOOD, "mqtt"))
+        return out
+
+    def _remember(self, result: ControlResult) -> ControlResult:
+        self._done[result.request_id] = result
+        self.unknown.pop(result.request_id, None)
+        while len(self._done) > 1024:
+            self._done.popitem(last=False)
+        return result
+
+    async def load_command(self, request: LoadControlRequest) -> ControlResult:
+        """Send one load-control command, wait for its response, then for the status read-back.
+
+        Idempotent by ``request_id``: a request already answered returns the recorded result;
+        a request with an unknown outcome may be retried with the *same* id (the terminal
+        answers from its record and does not act twice). No response in time ->
+        :class:`UnknownOutcomeError`; the request id stays in :attr:`unknown`.
+        """
+        done = self._done.get(request.request_id)
+        if done is not None:
+            return done
+        value = request.value
+        if request.command in (LoadCommand.SET_POWER_LIMIT, LoadCommand.PURCHASE_ENERGY) and (
+            value is None or not math.isfinite(value)
+        ):
+            from protocols.errors import LocalProtocolError
+
+            raise LocalProtocolError(f"{request.command.value} needs a value")
+        cmd = Command(
+            request_id=request.request_id, command=request.command.value, issued_at=datetime.now(UTC),
+            operator=request.operator_id[:64], value=value, circuit=request.circuit,
+        )
+        tx = encode(cmd)
+        try:
+            resp = await self.command(request.device, cmd)
+        except NoResponseError as exc:
+            self.unknown[request.request_id] = request
+            LOGGER.warning("load command %s %s to %s: outcome unknown (%s); not re-sent",
+                           request.request_id, request.command.value, request.device, exc)
+            raise UnknownOutcomeError(
+                f"{request.command.value} to {request.device} (request {request.request_id}): {exc}; outcome unknown"
+            ) from exc
+        rx = encode(resp)
+        if resp.status != "accepted":
+            return self._remember(ControlResult(request.request_id, False, resp.reason or resp.status, tx, rx))
+        field_name, expected = _READBACK[request.command]
+        if expected is None:
+            expected = value
+        elif expected == "response":
+            expected = resp.values.get("balance.energy")
+        try:
+            status = await self._await_status(request.device, request.request_id, self.readback_timeout)
+        except NoResponseError as exc:
+            self.unknown[request.request_id] = request
+            raise UnknownOutcomeError(
+                f"{request.command.value} to {request.device}: accepted, but no status read-back ({exc})"
+            ) from exc
+        got = getattr(status, field_name)
+        accepted, reason = True, ""
+        if expected is not None and not _same(got, expected):
+            accepted, reason = False, f"read-back {field_name}={got!r}, expected {expected!r}"
+        LOGGER.info("mqtt %s %s by %s: %s%s", request.device, request.command.value, request.operator_id,
+                    "accepted" if accepted else "NOT accepted", f" ({reason})" if reason else "")
+        return self._remember(ControlResult(request.request_id, accepted, reason, tx, rx))
+
+    async def _await_status(self, device: str, request_id: str, timeout: float) -> Status:  # noqa: ASYNC109
+        def seen() -> bool:
+            s = self._status.get(device)
+            return s is not None and s.last_request_id == request_id
+
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(seen), timeout)
+        except TimeoutError:
+            raise NoResponseError(f"no status from {device} after request {request_id} within {timeout:g} s") from None
+        return self._status[device]
+
+    # ------------------------------------------------------------------ RelayControl
+
+    async def relay_command(self, request: RelayRequest) -> ControlResult:
+        cmd = _RELAY_TO_LOAD.get(request.command)
+        if cmd is None:
+            return ControlResult(request.request_id, False, f"{request.command.value} not supported over MQTT")
+        if request.valid_until <= datetime.now(UTC):
+            return ControlResult(request.request_id, False, "command expired before it was sent")
+        return await self.load_command(
+            LoadControlRequest(request.device, cmd, request.operator_id, request_id=request.request_id)
+        )
+
+    async def relay_state(self, device: str) -> RelayState:
+        try:
+            (r,) = await self.read(device, ["relay.state"], priority=Priority.CONTROL)
+        except NoResponseError:
+            s = self._status.get(device)
+            if s is None or s.relay is None:
+                raise
+            return RelayState.OPEN if s.relay == "open" else RelayState.CLOSED
+        if math.isnan(r.value):
+            return RelayState.UNKNOWN
+        return RelayState.OPEN if r.value else RelayState.CLOSED
+
+
+def _same(got: object, expected: object) -> bool:
+    if isinstance(got, float | int) and not isinstance(got, bool) and isinstance(expected, float | int):
+        return abs(float(got) - float(expected)) <= max(1e-6, abs(float(expected)) * 1e-9)
+    return got == expected
