@@ -280,6 +280,10 @@ class Executor:
                 return None
             try:
                 cmd = await self._drive(conn, command_id, operator)
+            except HeadendError as exc:  # e.g. no route or no password for this meter: the others go on
+                LOGGER.error("command %s not executed: %s", command_id, exc)
+                cmd = await self._reload(conn, command_id)
+                cmd.last_error = str(exc)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_NS, command_id))
         return Outcome(cmd.id, cmd.meter, cmd.kind, cmd.state, cmd.attempts, cmd.last_error, cmd.work_order_id,
