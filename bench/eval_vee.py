@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from mdm import anomalies
 from mdm.vee import rules
 from mdm.vee.config import Thresholds, load_vee_config
 from mdm.vee.estimate import estimate, like_day_average, linear_interpolate
@@ -290,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_detection:
         t = time.perf_counter()
         det = evaluate_detection(series, args.seed)
+        det.update({f"theft: {k}": v for k, v in evaluate_theft(series, args.seed).items()})
         print_detection(det)
         print(f"(detection part {time.perf_counter() - t:.1f} s)")
         out["detection"] = det
@@ -453,6 +455,49 @@ def evaluate_detection(series: list[Series], seed: int, max_days: int = 400, inj
                 "alarms_clean": len(fired_clean),
                 "alarms_per_1000_meter_days": 1000 * len(fired_clean) / base.shape[0],
             }
+    return out
+
+
+def evaluate_theft(series: list[Series], seed: int, windows_per_series: int = 20, window_days: int = 42,
+                   recent_days: int = 7) -> dict[str, dict[str, float]]:
+    """Sustained drop (meter bypass taking 50-80 % of the load) injected into 42-day windows of real daily use.
+
+    Half of the windows get the drop over their last 7 days; the score must flag those and not the
+    others. Peer check off (windows of different customers are not peers).
+    """
+    rng = np.random.default_rng(seed + 100)
+    out: dict[str, dict[str, float]] = {}
+    th = load_vee_config().for_class("residential")
+    for grp in ("sgsc", "uci", "smud"):
+        wins = []
+        for s in series:
+            if not s.name.startswith(grp):
+                continue
+            days = s.values.size // s.per_day
+            daily = s.values[: days * s.per_day].reshape(days, s.per_day).sum(axis=1)
+            starts = rng.integers(0, max(days - window_days, 1), windows_per_series)
+            for a in starts:
+                w = daily[a:a + window_days]
+                if w.size == window_days and np.isnan(w).mean() < 0.2:
+                    wins.append(w)
+        if not wins:
+            continue
+        x = np.array(wins)
+        inject: npt.NDArray[np.bool_] = np.asarray(rng.random(x.shape[0]) < 0.5)
+        keep: FloatArray = np.asarray(rng.uniform(0.2, 0.5, x.shape[0]))  # the share of the load still seen
+        y = x.copy()
+        y[inject, -recent_days:] *= keep[inject, None]
+        min_base = th.history_min_mean_kwh if grp != "smud" else 50.0
+        flag, _ = anomalies.sustained_drop(y, recent_days=recent_days, ratio=th.drop_ratio, min_baseline=min_base)
+        eligible: npt.NDArray[np.bool_] = np.asarray(np.nanmedian(x[:, :-recent_days], axis=1) >= min_base)
+        hit = flag & inject & eligible
+        fa = flag & ~inject
+        out[f"{grp}/sustained_drop"] = {
+            "meter_days": int((~inject).sum() * recent_days), "injected": int((inject & eligible).sum()),
+            "detected": int(hit.sum()), "detection_rate": float(hit.sum() / max((inject & eligible).sum(), 1)),
+            "alarms_clean": int(fa.sum()),
+            "alarms_per_1000_meter_days": float(1000 * fa.sum() / max((~inject).sum() * recent_days, 1)),
+        }
     return out
 
 
