@@ -113,7 +113,9 @@ def read_cmd(
 ) -> None:
     """Read data items from one meter now (operator priority) and print them."""
     try:
-        rows = asyncio.run(read_items(port, meter, items, protocol=protocol, reply_timeout=timeout))
+        rows = _via_daemon(ctx, port, meter, items)
+        if rows is None:  # no running daemon owns the port: open it here
+            rows = asyncio.run(read_items(port, meter, items, protocol=protocol, reply_timeout=timeout))
     except HeadendError as exc:
         raise fail(exc) from None
     if json_out:
@@ -130,3 +132,16 @@ def read_cmd(
 
 def register(app: typer.Typer) -> None:
     app.command("read")(read_cmd)
+
+
+def _via_daemon(ctx: typer.Context, port: str, meter: str, items: list[str]) -> list[dict[str, Any]] | None:
+    """(added by the daemon engineer) Read through the running daemon that owns ``port``, if any:
+    a serial port cannot be shared, so the read joins the daemon's queue at on-demand priority."""
+    from headend.cliutil import settings_from
+    from headend.ipc import try_daemon_read
+
+    try:
+        data_dir = settings_from(ctx).data_dir
+    except HeadendError:
+        return None
+    return try_daemon_read(data_dir, port, meter, items)

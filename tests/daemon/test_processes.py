@@ -7,6 +7,7 @@ in the test process, over real TCP sockets; the store is a fresh PostgreSQL data
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -81,6 +82,16 @@ async def test_sigterm_drains_in_flight_and_flushes(daemon_dsn: str, tmp_path: P
             await _until(lambda: query(daemon_dsn, "SELECT count(*) FROM register_reads")[0][0] >= 8, 30,
                          "first readings")
             assert list((tmp_path / "data" / "daemons").glob("*.json"))  # registered for on-demand reads
+            # `headend read` on the daemon's port goes through the daemon's queue, not the port
+            reader = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "from headend.cli import main; main()", "read", sim.addresses[1],
+                "voltage.a", "--port", sim.url, "--json", stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, "HEADEND_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)},
+            )
+            out, _ = await asyncio.wait_for(reader.communicate(), 30)
+            assert reader.returncode == 0
+            item = json.loads(out)["items"][0]
+            assert item["via"] == "daemon d-term" and item["quantity"] == "voltage.a"
             proc.send_signal(signal.SIGTERM)
             rc = await asyncio.wait_for(proc.wait(), 20)
         finally:
