@@ -417,21 +417,32 @@ class Executor:
                                request_id=f"cmd{cmd.id}-{cmd.attempts}")
         result: ControlResult | None = None
         error: BaseException | None = None
+        # The read-back is queued right behind the command (same control priority, later arrival), so
+        # it gets the bus as soon as the command releases it, ahead of waiting bulk reads.
+        send = asyncio.create_task(client.relay_command(request))
+        await asyncio.sleep(0)
+        readback = asyncio.create_task(self._readback(cmd.meter, rb_attempts, rb_delay)) if not rb_delay else None
         try:
-            result = await client.relay_command(request)
+            result = await send
         except DeviceError as exc:
             result = ControlResult(request.request_id, False, "refused: " + (", ".join(exc.flags) or str(exc.code)))
         except HeadendError as exc:  # no reply, garbled reply, breaker open, transport: outcome unknown
             error = exc
+        except BaseException:
+            if readback is not None:
+                readback.cancel()
+            raise
         tx = result.tx if result else None
         rx = result.rx if result else None
         if result is not None and not result.accepted:
+            if readback is not None:
+                readback.cancel()
             reason = result.reason or "refused by the meter"
             async with conn.transaction():
                 await store.transition(conn, cmd, Event.REFUSE, operator=operator, reason=reason, tx=tx, rx=rx,
                                        last_error=reason, relay_state=None, secrets=self._secret_values)
             return
-        rb = await self._readback(cmd.meter, rb_attempts, rb_delay)
+        rb = await readback if readback is not None else await self._readback(cmd.meter, rb_attempts, rb_delay)
         async with conn.transaction():
             if rb in target:
                 why = "read-back confirms" if error is None else \
