@@ -54,13 +54,16 @@ class Run:
     second_half_reads_per_s: float  # steady state, after the breaker has learnt the silent meters
 
 
-async def poll(transport: str, meters: int, silent: int, duration: float, reply_timeout: float) -> Run:
+async def poll(
+    transport: str, meters: int, silent: int, duration: float, reply_timeout: float, breaker: bool = True
+) -> Run:
     addrs = [f"{i + 1:012d}" for i in range(meters)]
     dead = addrs[:: meters // silent][:silent] if silent else []
     faults = {a: "silent" for a in dead}
     async with MeterBusSimulator(addresses=addrs, transport=transport, baud=BAUD, parity="E", line_time=True,
                                  turnaround=TURNAROUND, faults=faults, seed=3) as sim:
-        async with Dlt645Client.from_url(sim.url, timeout=reply_timeout, inter_byte_timeout=0.1, retries=1) as client:
+        async with Dlt645Client.from_url(sim.url, timeout=reply_timeout, inter_byte_timeout=0.1, retries=1,
+                                         breaker=breaker) as client:
             await client.read(addrs[-1], ["energy.active.import"])  # warm-up (opens the port)
             sim.stats.line_seconds = 0.0
             ok = fail = skipped = 0
@@ -97,6 +100,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=0.7, help="response timeout (Td <= 500 ms + request time)")
     ap.add_argument("--quick", action="store_true", help="shorter runs (10 s / 30 s)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--compare-no-breaker", action="store_true",
+                    help="also run (b) with the breaker off, to show what it buys")
     args = ap.parse_args()
     if args.quick:
         args.efficiency_seconds, args.breaker_seconds = 10.0, 30.0
@@ -106,6 +111,9 @@ def main() -> None:
     healthy = asyncio.run(poll(args.transport, args.meters, 0, args.breaker_seconds, args.timeout))
     with_dead = asyncio.run(poll(args.transport, args.meters, silent, args.breaker_seconds, args.timeout))
     ratio = with_dead.reads_per_s / healthy.reads_per_s if healthy.reads_per_s else 0.0
+    no_breaker = None
+    if args.compare_no_breaker:
+        no_breaker = asyncio.run(poll(args.transport, args.meters, silent, args.breaker_seconds, args.timeout, False))
     steady = (with_dead.second_half_reads_per_s / healthy.second_half_reads_per_s
               if healthy.second_half_reads_per_s else 0.0)
     result = {
@@ -117,6 +125,8 @@ def main() -> None:
         "b_ten_percent_silent": asdict(with_dead),
         "b_ratio": round(ratio, 4),
         "b_ratio_second_half": round(steady, 4),
+        **({"b_no_breaker": asdict(no_breaker),
+            "b_no_breaker_ratio": round(no_breaker.reads_per_s / healthy.reads_per_s, 4)} if no_breaker else {}),
         "goals": {"a_efficiency": ">= 0.95", "b_ratio": ">= 0.85"},
         "pass": a.efficiency >= 0.95 and ratio >= 0.85,
     }
@@ -129,6 +139,9 @@ def main() -> None:
           f"{silent} silent: healthy reads {with_dead.reads_per_s:.3f}/s "
           f"({with_dead.failures} timeouts, {with_dead.skipped} skipped by the breaker) "
           f"-> ratio {ratio:.3f} (goal >= 0.85); second half (breaker open) {steady:.3f}")
+    if no_breaker is not None:
+        print(f"    breaker off: healthy reads {no_breaker.reads_per_s:.3f}/s "
+              f"-> ratio {no_breaker.reads_per_s / healthy.reads_per_s:.3f}")
     print("PASS" if result["pass"] else "FAIL")
 
 
