@@ -266,6 +266,21 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
     clk = inst.select(INSTANT_Q.index("clock.offset"))
     if len(clk):
         findings.append(rules.check_clock_drift(clk.meter, clk.ts, clk.value, th))
+    # --- CT/PT multiplier changes between installations of the same meter
+    mults = storeio.load_multipliers(conn, meters, end)
+    if mults:
+        idx = {m: i for i, m in enumerate(meters)}
+        per: dict[int, list[tuple[int, float]]] = defaultdict(list)
+        for m, at, mul in mults:  # loop over installation records (a few per meter at most)
+            per[idx[m]].append((int(at.timestamp()), mul))
+        k = max(len(v) for v in per.values())
+        if k >= 2:
+            mgrid = np.full((m_n, k), np.nan)
+            tgrid = np.zeros((m_n, k), dtype=np.int64)
+            for r_i, seq in per.items():
+                for j, (t_s, mul) in enumerate(seq):
+                    tgrid[r_i, j], mgrid[r_i, j] = t_s, mul
+            findings.append(_multiplier_findings(mgrid, tgrid, start, end))
     # --- registers
     exch = storeio.load_exchanges(conn, meters, hist_start, end)
     findings += _register_checks(regs, meters, th, start, end, base, t0, step, exch)
@@ -308,6 +323,19 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
     store_exceptions(conn, recs, summary.run_id)
     summary.records += recs
     summary.exceptions.update(r.rule for r in recs)
+
+
+def _multiplier_findings(mgrid: FloatArray, tgrid: IntArray, start: datetime, end: datetime) -> rules.Findings:
+    """Multiplier changes whose new installation starts inside [start, end) (per-meter installation times)."""
+    prev, cur = mgrid[:, :-1], mgrid[:, 1:]
+    with np.errstate(invalid="ignore"):
+        t_new = tgrid[:, 1:]
+        bad = (~np.isnan(prev) & ~np.isnan(cur) & (prev != cur) & (t_new >= int(start.timestamp()))
+               & (t_new < int(end.timestamp())))
+    r, c = np.nonzero(bad)
+    return rules.Findings("multiplier_change", r.astype(np.int64), tgrid[r, c], tgrid[r, c + 1] + 1,
+                          {"old": prev[r, c], "new": cur[r, c]},
+                          "meter {meter}: CT/PT multiplier changed from {old} to {new} between {start} and {end}")
 
 
 def _concat(a: storeio.Readings, b: storeio.Readings) -> storeio.Readings:

@@ -313,3 +313,13 @@ def daily_energy(conn: Connection[Any], meters: Sequence[str] | None, start: dat
         if 0 <= k < len(days) and n >= min_intervals:
             grid[mi[m], k] = s
     return ms, days, grid
+
+
+def load_multipliers(conn: Connection[Any], meters: Sequence[str], end: datetime) -> list[tuple[str, datetime, float]]:
+    """(meter, installed_at, multiplier) of every installation of ``meters`` that began before ``end``."""
+    cols = columns(conn, "meter_installations")
+    if not {"meter", "installed_at", "multiplier"} <= cols or not meters:
+        return []
+    rows = conn.execute("SELECT meter, installed_at, multiplier FROM meter_installations WHERE meter = ANY(%s) "
+                        "AND installed_at < %s ORDER BY meter, installed_at", (list(meters), end)).fetchall()
+    return [(str(r[0]), r[1], float(r[2])) for r in rows]

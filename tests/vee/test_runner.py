@@ -116,3 +116,24 @@ def test_prolonged_estimation_raises_its_own_exception(conn: psycopg.Connection)
     total = conn.execute("SELECT sum(value) FROM read_versions WHERE meter = %s", (m,)).fetchone()
     expected = sum(profile(DAY + timedelta(minutes=15 * i)) for i in range(96))
     assert total is not None and total[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_exchange_and_multiplier_change_are_not_consumption(conn: psycopg.Connection) -> None:
+    from tests.vee.helpers import install
+
+    m = f"X{uuid.uuid4().hex[:8]}"
+    sp = install(conn, m, meter_class="ct", installed_at=datetime(2020, 1, 1, tzinfo=TZ))
+    conn.execute("UPDATE meter_installations SET multiplier = 40 WHERE meter = %s", (m,))
+    load_meter(conn, m)
+    # repaired in the lab (register reset) and reinstalled at 06:00 with a new CT ratio
+    conn.execute("UPDATE meters SET multiplier = 80 WHERE address = %s", (m,))
+    conn.execute("SELECT exchange_meter(%s, %s, %s, %s, %s)", (sp, m, DAY + timedelta(hours=6), 1234.0, 0.0))
+    put(conn, "register_reads", [(m, "energy.active.import", DAY + timedelta(hours=12), 1.5)])
+    conn.execute("DELETE FROM register_reads WHERE meter = %s AND ts = %s", (m, DAY + timedelta(days=1)))
+    put(conn, "register_reads", [(m, "energy.active.import", DAY + timedelta(days=1), 3.2)])
+    s = run_vee(conn, DAY, DAY + timedelta(days=1), meters=[m], config=CFG, now=DAY + timedelta(days=2))
+    rules_found = {r.rule for r in s.records}
+    assert {"meter_exchange", "multiplier_change"} <= rules_found
+    assert "register_decrease" not in rules_found and "sum_register" not in rules_found
+    mc = next(r for r in s.records if r.rule == "multiplier_change")
+    assert mc.values == {"old": 40.0, "new": 80.0}
