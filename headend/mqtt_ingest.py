@@ -1,0 +1,314 @@
+"""MQTT ingest: terminal telemetry, events, status and command responses into the meter data store.
+
+subscribe -> validate (:mod:`protocols.mqtt.schema`) -> store:
+
+- telemetry -> :class:`protocols.reading.Reading` (meter = terminal id, the shared quantity codes,
+  ``source="mqtt"``) -> ``ingestor.submit(readings)``: the same path and tables as DL/T 645 reads;
+- events -> ``meter_events`` (``source="mqtt"``, de-duplicated on (meter, code, ts));
+- status -> ``mqtt_terminal_status`` + ``mqtt_status_log`` (online/offline; offline = Last Will);
+- responses -> ``mqtt_command_responses`` (late answers resolve unknown outcomes);
+- anything invalid -> ``mqtt_dead_letters`` (topic, payload bytes, reason, received_at), never dropped.
+
+QoS 1, persistent session (stable client id ``<mqtt.client_id>-ingest``), reconnect with back-off.
+With ``[mqtt] shared_group`` every subscription is ``$share/<group>/...`` so several daemons split
+the terminals' traffic (give each daemon its own ``client_id``).
+
+The daemon runs it as one task::
+
+    ingestor = await storeglue.open_ingestor(settings, dsn)
+    task = asyncio.create_task(run_mqtt_ingest(settings, ingestor, dsn=dsn, stop=stop_event))
+
+With ``[mqtt] host`` unset, an in-process amqtt broker on 127.0.0.1 is started for the task's
+lifetime; its port is on :attr:`MqttIngestService.port` once :attr:`MqttIngestService.ready` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiomqtt
+
+from headend.broker import InProcessBroker
+from headend.settings import MqttSettings, Settings
+from protocols import quantities
+from protocols.mqtt.client import MqttConnection
+from protocols.mqtt.schema import Channel, Event, PayloadError, Response, Status, Telemetry, Topics, decode
+from protocols.reading import Quality, Reading
+
+__all__ = ["IngestStats", "MqttIngestService", "ReadingSink", "run_mqtt_ingest"]
+
+LOGGER = logging.getLogger(__name__)
+SUBSCRIBED = (Channel.TELEMETRY, Channel.EVENT, Channel.STATUS, Channel.RESPONSE)
+
+
+class ReadingSink(Protocol):
+    async def submit(self, readings: Sequence[Reading]) -> Any: ...
+
+
+@dataclass(slots=True)
+class IngestStats:
+    received: int = 0
+    telemetry: int = 0
+    readings: int = 0
+    events: int = 0
+    statuses: int = 0
+    responses: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    store_retries: int = 0
+    # end-to-end latency samples (s): stored (batch committed) minus the telemetry's ts
+    latencies: list[float] = field(default_factory=list)
+    keep_latencies: bool = False
+
+
+_Raw = tuple[str, bytes, datetime]
+
+
+class MqttIngestService:
+    def __init__(
+        self,
+        mqtt: MqttSettings,
+        ingestor: ReadingSink,
+        dsn: str,
+        *,
+        client_id: str | None = None,
+        batch_size: int = 2000,
+        batch_wait: float = 0.02,
+        keep_latencies: bool = False,
+    ) -> None:
+        self.mqtt = mqtt
+        self.ingestor = ingestor
+        self.dsn = dsn
+        self.topics = Topics(mqtt.topic_prefix)
+        self.client_id = client_id or f"{mqtt.client_id}-ingest"
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self.stats = IngestStats(keep_latencies=keep_latencies)
+        self.ready = asyncio.Event()
+        self.host: str = mqtt.host or "127.0.0.1"
+        self.port: int = mqtt.port
+        self.conn: MqttConnection | None = None
+        self._buf: list[_Raw] = []
+        self._wake = asyncio.Event()
+        self._db: Any = None
+
+    # ------------------------------------------------------------------ receive
+
+    def _on_message(self, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        raw = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload or "").encode()
+        self._buf.append((message.topic.value, raw, datetime.now(UTC)))
+        self.stats.received += 1
+        if len(self._buf) >= self.batch_size:
+            self._wake.set()
+
+    async def run(self, stop: asyncio.Event | None = None) -> IngestStats:
+        stop = stop or asyncio.Event()
+        broker: InProcessBroker | None = None
+        if not self.mqtt.host:
+            broker = InProcessBroker()
+            await broker.start()
+            self.host, self.port = broker.host, broker.port
+        group = self.mqtt.shared_group
+        self.conn = MqttConnection(
+            self.host, self.port, client_id=self.client_id, clean_session=False,
+            username=self.mqtt.username, password=os.environ.get("HEADEND_MQTT_PASSWORD") or None,
+            handler=self._on_message, name="mqtt-ingest", max_inflight=1000,
+        )
+        for channel in SUBSCRIBED:
+            self.conn.subscriptions[self.topics.filter(channel, shared_group=group)] = 1
+        try:
+            self.conn.start()
+            self.ready.set()
+            LOGGER.info("MQTT ingest: %s:%s prefix %r%s", self.host, self.port, self.mqtt.topic_prefix,
+                        f" shared group {group!r}" if group else "")
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.batch_wait)
+                self._wake.clear()
+                if self._buf:
+                    batch, self._buf = self._buf, []
+                    await self._store(batch, stop)
+            if self._buf:  # what arrived before the stop is still stored
+                batch, self._buf = self._buf, []
+                await self._store(batch, stop, final=True)
+        finally:
+            await self.conn.stop()
+            if self._db is not None:
+                with contextlib.suppress(Exception):
+                    await self._db.close()
+            if broker is not None:
+                await broker.stop()
+        return self.stats
+
+    # ------------------------------------------------------------------ store
+
+    async def _connection(self) -> Any:
+        import psycopg
+
+        if self._db is None or self._db.closed:
+            self._db = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=5)
+        return self._db
+
+    async def _store(self, batch: list[_Raw], stop: asyncio.Event, *, final: bool = False) -> None:
+        import psycopg
+
+        parsed = self._parse(batch)
+        delay = 0.2
+        logged = False
+        while True:
+            try:
+                await self._write(*parsed)
+                if logged:
+                    LOGGER.warning("MQTT ingest: store reachable again")
+                break
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+                # the store is down: keep the batch in memory and retry (the broker keeps the rest queued)
+                self.stats.store_retries += 1
+                if not logged:
+                    LOGGER.warning("MQTT ingest: store unavailable (%s); retrying", exc)
+                    logged = True
+                with contextlib.suppress(Exception):
+                    if self._db is not None:
+                        await self._db.close()
+                self._db = None
+                if stop.is_set() and final:
+                    LOGGER.error("MQTT ingest: stopping with %d unstored messages", len(batch))
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception as exc:  # data the store refuses: keep every message as a dead letter
+                LOGGER.exception("MQTT ingest: batch refused by the store")
+                dead = [(topic, raw, "store_error", f"{type(exc).__name__}: {exc}"[:500], at)
+                        for topic, raw, at in batch]
+                await self._write([], [], [], [], dead, [])
+                break
+        self.stats.batches += 1
+
+    def _parse(self, batch: list[_Raw]) -> tuple[list[Reading], list[tuple[Any, ...]], list[tuple[Any, ...]],
+                                                 list[tuple[Any, ...]], list[tuple[Any, ...]], list[datetime]]:
+        readings: list[Reading] = []
+        events: list[tuple[Any, ...]] = []
+        statuses: list[tuple[Any, ...]] = []
+        responses: list[tuple[Any, ...]] = []
+        dead: list[tuple[Any, ...]] = []
+        tss: list[datetime] = []
+        for topic, raw, at in batch:
+            try:
+                terminal, channel = self.topics.parse(topic)
+                if channel not in SUBSCRIBED:
+                    raise PayloadError("topic", f"{channel.value} messages are not for the head-end")
+                msg = decode(channel, raw)
+            except PayloadError as exc:
+                dead.append((topic, raw, exc.reason, exc.detail[:1000], at))
+                continue
+            if isinstance(msg, Telemetry):
+                for code, value in msg.values.items():
+                    readings.append(Reading(terminal, code, msg.ts, value, quantities.get(code).unit,
+                                            Quality.GOOD, "mqtt"))
+                tss.append(msg.ts)
+            elif isinstance(msg, Event):
+                events.append((terminal, msg.event, msg.ts, msg.ended, msg.severity, msg.model_dump_json(
+                    include={"detail"})))
+            elif isinstance(msg, Status):
+                statuses.append((terminal, msg.state, msg.model_dump_json(exclude_none=True), at))
+            elif isinstance(msg, Response):
+                responses.append((msg.request_id, terminal, msg.status, msg.reason, msg.model_dump_json(
+                    include={"values"}), msg.ts, 1 if msg.duplicate else 0))
+        return readings, events, statuses, responses, dead, tss
+
+    async def _write(
+        self,
+        readings: list[Reading],
+        events: list[tuple[Any, ...]],
+        statuses: list[tuple[Any, ...]],
+        responses: list[tuple[Any, ...]],
+        dead: list[tuple[Any, ...]],
+        tss: list[datetime],
+    ) -> None:
+        if dead or events or statuses or responses:
+            db = await self._connection()
+            async with db.transaction(), db.cursor() as cur:
+                if dead:
+                    await cur.executemany(
+                        "INSERT INTO mqtt_dead_letters (topic, payload, reason, detail, received_at)"
+                        " VALUES (%s, %s, %s, %s, %s)", dead)
+                if events:
+                    await cur.executemany(
+                        "INSERT INTO meter_events (meter, code, ts, ended_at, severity, source, detail)"
+                        " VALUES (%s, %s, %s, %s, %s, 'mqtt', (%s::jsonb)->'detail')"
+                        " ON CONFLICT (meter, code, ts) DO NOTHING", events)
+                for terminal, state, doc, at in statuses:  # in arrival order: the last one wins
+                    await cur.execute(
+                        """INSERT INTO mqtt_status_log (terminal, state, at)
+                           SELECT %(t)s, %(s)s, %(at)s
+                           WHERE NOT EXISTS (SELECT 1 FROM mqtt_terminal_status
+                                             WHERE terminal = %(t)s AND state = %(s)s)""",
+                        {"t": terminal, "s": state, "at": at})
+                    await cur.execute(
+                        """INSERT INTO mqtt_terminal_status (terminal, state, since, updated_at, status)
+                           VALUES (%(t)s, %(s)s, %(at)s, %(at)s, %(doc)s::jsonb)
+                           ON CONFLICT (terminal) DO UPDATE SET
+                             since = CASE WHEN mqtt_terminal_status.state = EXCLUDED.state
+                                          THEN mqtt_terminal_status.since ELSE EXCLUDED.since END,
+                             state = EXCLUDED.state, updated_at = EXCLUDED.updated_at, status = EXCLUDED.status""",
+                        {"t": terminal, "s": state, "at": at, "doc": doc})
+                if responses:
+                    await cur.executemany(
+                        """INSERT INTO mqtt_command_responses
+                               (request_id, terminal, status, reason, "values", responded_at, duplicates)
+                           VALUES (%s, %s, %s, %s, (%s::jsonb)->'values', %s, %s)
+                           ON CONFLICT (request_id) DO UPDATE SET
+                             duplicates = mqtt_command_responses.duplicates + EXCLUDED.duplicates""", responses)
+        if readings:
+            await self.ingestor.submit(readings)
+        stored = datetime.now(UTC)
+        st = self.stats
+        st.dead_letters += len(dead)
+        st.events += len(events)
+        st.statuses += len(statuses)
+        st.responses += len(responses)
+        st.readings += len(readings)
+        st.telemetry += len(tss)
+        if st.keep_latencies:
+            st.latencies.extend((stored - ts).total_seconds() for ts in tss)
+        if dead:
+            LOGGER.info("MQTT ingest: %d invalid message(s) stored as dead letters (first: %s, %s)",
+                        len(dead), dead[0][0], dead[0][2])
+
+
+async def run_mqtt_ingest(
+    settings: Settings,
+    ingestor: ReadingSink,
+    *,
+    dsn: str | None = None,
+    stop: asyncio.Event | None = None,
+    service: MqttIngestService | None = None,
+    **options: Any,
+) -> IngestStats:
+    """Run MQTT ingest until ``stop`` is set (or the task is cancelled). Returns the counters.
+
+    ``dsn`` defaults to the ingestor's ``dsn`` attribute, else the configured / embedded store.
+    Pass ``service`` (a :class:`MqttIngestService`) to watch its ``ready``/``port``/``stats``.
+    """
+    if service is None:
+        if dsn is None:
+            dsn = getattr(ingestor, "dsn", None)
+        if dsn is None:
+            from headend.storeglue import resolve_dsn
+
+            dsn = resolve_dsn(settings)
+        service = MqttIngestService(settings.mqtt, ingestor, dsn, **options)
+    started = time.monotonic()
+    try:
+        return await service.run(stop)
+    finally:
+        LOGGER.info("MQTT ingest stopped after %.0f s: %s", time.monotonic() - started, service.stats)

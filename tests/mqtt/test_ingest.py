@@ -1,0 +1,89 @@
+"""Telemetry, events, status (Last Will) and dead letters through the ingest service into PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import aiomqtt
+
+from simulators.mqtt import MqttTerminalFleet
+from simulators.mqtt.fleet import MALFORMED_KINDS, malformed_payload
+from tests.mqtt.conftest import ingest_running, query, wait_for
+
+
+async def test_telemetry_reaches_the_reads_tables(mqtt_broker, mqtt_prefix, settings_for, fresh_dsn):
+    settings = settings_for(mqtt_broker, mqtt_prefix)
+    async with ingest_running(settings, fresh_dsn) as svc, MqttTerminalFleet(
+        mqtt_broker.host, mqtt_broker.port, 3, prefix=mqtt_prefix, telemetry=False, event_rate=0
+    ) as fleet:
+        for term in fleet.terminals.values():
+            assert await fleet.publish_telemetry(term)
+        await wait_for(lambda: svc.stats.telemetry >= 3, what="3 telemetry messages stored")
+        rows = await query(
+            fresh_dsn,
+            "SELECT meter, quantity, value, unit, source FROM register_reads WHERE quantity = 'voltage.a'"
+            " ORDER BY meter")
+        assert [r[0] for r in rows] == ["LMT00001", "LMT00002", "LMT00003"]
+        assert all(r[3] == "V" and r[4] == "mqtt" and 220 < r[2] < 240 for r in rows)
+        energy = await query(fresh_dsn, "SELECT count(*) FROM register_reads WHERE quantity = 'energy.active.import'")
+        assert energy[0][0] == 3
+        assert svc.stats.dead_letters == 0
+
+
+async def test_invalid_payloads_become_dead_letters(mqtt_broker, mqtt_prefix, settings_for, fresh_dsn):
+    settings = settings_for(mqtt_broker, mqtt_prefix)
+    now = datetime.now(UTC)
+    bad = {kind: malformed_payload(kind, now) for kind in MALFORMED_KINDS}
+    async with ingest_running(settings, fresh_dsn) as svc, aiomqtt.Client(
+        mqtt_broker.host, mqtt_broker.port, identifier=f"{mqtt_prefix}-pub"
+    ) as pub:
+        for i, payload in enumerate(bad.values()):
+            await pub.publish(f"{mqtt_prefix}/terminal/BAD{i}/telemetry", payload, qos=1)
+        await pub.publish(f"{mqtt_prefix}/terminal/BAD9/event", b'{"v":1,"ts":"2026-01-01T00:00:00Z"}', qos=1)
+        await pub.publish(f"{mqtt_prefix}/terminal/BAD9/status", b'{"v":2,"state":"online"}', qos=1)
+        good = json.dumps({"v": 1, "ts": now.isoformat(), "values": {"voltage.a": 231.5}}).encode()
+        await pub.publish(f"{mqtt_prefix}/terminal/GOOD1/telemetry", good, qos=1)
+        expected = len(bad) + 2
+        await wait_for(lambda: svc.stats.dead_letters >= expected, what="dead letters")
+        rows = await query(fresh_dsn, "SELECT topic, payload, reason, detail, received_at FROM mqtt_dead_letters"
+                                      " ORDER BY id")
+        assert len(rows) == expected
+        by_topic = {r[0]: r for r in rows}
+        for i, payload in enumerate(bad.values()):
+            _topic, stored, reason, _detail, received_at = by_topic[f"{mqtt_prefix}/terminal/BAD{i}/telemetry"]
+            assert bytes(stored) == payload  # byte for byte
+            assert reason in ("json", "schema", "empty")
+            assert received_at is not None
+        assert "unknown quantity code" in by_topic[f"{mqtt_prefix}/terminal/BAD1/telemetry"][3]
+        assert by_topic[f"{mqtt_prefix}/terminal/BAD4/telemetry"][2] == "empty"
+        # the valid message between them was stored normally
+        await wait_for(lambda: svc.stats.telemetry >= 1, what="the valid message")
+        assert (await query(fresh_dsn, "SELECT value FROM register_reads WHERE meter = 'GOOD1'"))[0][0] == 231.5
+
+
+async def test_events_and_last_will_status(mqtt_broker, mqtt_prefix, settings_for, fresh_dsn):
+    settings = settings_for(mqtt_broker, mqtt_prefix)
+    async with ingest_running(settings, fresh_dsn) as svc, MqttTerminalFleet(
+        mqtt_broker.host, mqtt_broker.port, 2, prefix=mqtt_prefix, telemetry=False, event_rate=0
+    ) as fleet:
+        await wait_for(lambda: svc.stats.statuses >= 2, what="online statuses")
+        online = await query(fresh_dsn, "SELECT terminal, state FROM mqtt_terminal_status ORDER BY terminal")
+        assert online == [("LMT00001", "online"), ("LMT00002", "online")]
+        from protocols.mqtt.schema import Event
+
+        await fleet.publish_event(fleet.terminals["LMT00001"], Event(ts=datetime.now(UTC), event="cover_open",
+                                                                      severity=1, detail={"door": 2}))
+        await wait_for(lambda: svc.stats.events >= 1, what="event")
+        ev = await query(fresh_dsn, "SELECT meter, code, severity, source, detail FROM meter_events")
+        assert ev == [("LMT00001", "cover_open", 1, "mqtt", {"door": 2})]
+        # an abrupt drop: the broker publishes the Last Will (offline, retained)
+        await fleet.drop("LMT00002")
+        state_is = "SELECT 1 FROM mqtt_terminal_status WHERE terminal='LMT00002' AND state=%s"
+        await wait_for(lambda: query(fresh_dsn, state_is, ("offline",)), what="Last Will offline status")
+        await fleet.reconnect("LMT00002")
+        await wait_for(lambda: query(fresh_dsn, state_is, ("online",)), what="back online")
+        log = await query(fresh_dsn, "SELECT state FROM mqtt_status_log WHERE terminal='LMT00002' ORDER BY id")
+        assert [r[0] for r in log] == ["online", "offline", "online"]
+        await asyncio.sleep(0)
