@@ -14,6 +14,7 @@ __all__ = ["CLIENTS", "open_client"]
 CLIENTS: dict[str, tuple[str, str]] = {
     "dlt645": ("protocols.dlt645.client", "Dlt645Client"),
     "modbus": ("protocols.modbus.client", "ModbusClient"),
+    "mqtt": ("protocols.mqtt.client", "MqttClient"),
 }
 
 
