@@ -14,9 +14,16 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress
 
-from headend.cliutil import JsonOpt, err_console, fail, print_json, print_table
+from headend.cliutil import JsonOpt, err_console, fail, print_json, print_table, settings_from
 from headend.exitcodes import ExitCode
-from protocols.errors import DeviceError, FrameError, HeadendError, LocalProtocolError, NoResponseError
+from protocols.errors import (
+    ConfigError,
+    DeviceError,
+    FrameError,
+    HeadendError,
+    LocalProtocolError,
+    NoResponseError,
+)
 
 __all__ = ["probe_bus", "register"]
 
@@ -71,16 +78,29 @@ async def probe_bus(
 
 
 def probe_cmd(
-    port: Annotated[str, typer.Option("--port", "-p", help="Channel URL (serial:// or tcp://).",
-                                      envvar="HEADEND_PORT")],
+    ctx: typer.Context,
+    port: Annotated[str | None, typer.Option("--port", "-p", help="Channel URL (serial:// or tcp://).",
+                                             envvar="HEADEND_PORT")] = None,
+    channel: Annotated[str | None, typer.Option(
+        "--channel", help="A channel from the config file: its URL, and its meter list as the addresses to try.",
+    )] = None,
     range_: Annotated[str | None, typer.Option("--range", help="Address range to scan, FIRST-LAST.")] = None,
     address: Annotated[list[str] | None, typer.Option("--address", "-a", help="Address to try (repeatable).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Per-address response timeout, seconds.")] = 0.5,
     json_out: JsonOpt = False,
 ) -> None:
-    """Find the DL/T 645 meters on a bus."""
+    """Find the DL/T 645 meters on a bus (wildcard read-address, or a scan of addresses)."""
     try:
         candidates = expand(range_, address or [])
+        if channel is not None:
+            ch = next((c for c in settings_from(ctx).daemon.channels if c.name == channel), None)
+            if ch is None:
+                raise ConfigError(f"no channel {channel!r} in the configuration")
+            port = port or ch.url
+            if not candidates:
+                candidates = [m.address for m in ch.meter_configs()]
+        if not port:
+            raise LocalProtocolError("give --port URL or --channel NAME")
         if candidates and not json_out:
             with Progress(console=err_console, transient=True) as progress:
                 found = asyncio.run(probe_bus(port, candidates, reply_timeout=timeout, progress=progress))
@@ -89,7 +109,8 @@ def probe_cmd(
     except HeadendError as exc:
         raise fail(exc) from None
     if json_out:
-        print_json({"port": port, "meters": found})
+        seen = {m["address"] for m in found}
+        print_json({"port": port, "meters": found, "missing": [a for a in candidates if a not in seen]})
     else:
         print_table(["address", "found by"], [(m["address"], m["method"]) for m in found],
                     title=f"{len(found)} meter(s) on {port}")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,6 +109,24 @@ def test_probe_scan_and_wildcard(bus_url: str, single_url: str) -> None:
     r = runner.invoke(app, ["probe", "--port", bus_url])
     assert r.exit_code in (ExitCode.BAD_FRAME, ExitCode.NO_RESPONSE)
     assert "--range" in r.stderr or "wildcard" in r.stderr
+
+
+def test_probe_configured_channel(bus_url: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "headend.toml"
+    url = bus_url.replace("?timeout=0.3", "?timeout=0.15")
+    cfg.write_text(
+        "[[daemon.channels]]\n"
+        'name = "bus-a"\n'
+        f'url = "{url}"\n'
+        'meters = ["000000000001", "000000000003"]\n'
+    )
+    r = runner.invoke(app, ["--config", str(cfg), "probe", "--channel", "bus-a", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [m["address"] for m in doc["meters"]] == ["000000000001"]
+    assert doc["missing"] == ["000000000003"]  # the silent one
+    r = runner.invoke(app, ["--config", str(cfg), "probe", "--channel", "nope"])
+    assert r.exit_code == ExitCode.CONFIG
 
 
 def test_trace_shows_frames(bus_url: str) -> None:
