@@ -8,6 +8,7 @@ import io
 import json
 import uuid
 from datetime import UTC, date, datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -112,28 +113,26 @@ def test_verification_due_by_customer_class() -> None:
     assert wo.verification_due(date(2024, 2, 29), 400, date(2025, 3, 1)) == (True, date(2025, 2, 28))
 
 
-def test_publish_on_mqtt(conn: psycopg.Connection) -> None:
-    aiomqtt = pytest.importorskip("aiomqtt")
-    host, port = "127.0.0.1", 1883
+def test_publish_on_mqtt(conn: psycopg.Connection, mqtt_broker: Any, mqtt_prefix: str) -> None:
+    import aiomqtt
+
+    host, port = mqtt_broker.host, mqtt_broker.port
     m = meter()
     ref = wo.raise_work_order_sync(conn, m, "theft_investigation", {"summary": "magnet"}, source="anoms")
-    prefix = f"test{uuid.uuid4().hex[:6]}"
+    prefix = mqtt_prefix
 
     async def go() -> dict[str, object]:
         got: dict[str, object] = {}
-        try:
-            async with aiomqtt.Client(hostname=host, port=port, identifier=f"sub-{prefix}") as sub:
-                await sub.subscribe(f"{prefix}/workorders/#", qos=1)
-                n = await wo.publish_orders(conn, host=host, port=port, topic_prefix=prefix)
-                assert n >= 1
-                async with asyncio.timeout(10):
-                    async for msg in sub.messages:
-                        body = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
-                        if body["id"] == ref.id:
-                            got = {"topic": str(msg.topic), **body}
-                            break
-        except aiomqtt.MqttError as exc:
-            pytest.skip(f"no MQTT broker: {exc}")
+        async with aiomqtt.Client(hostname=host, port=port, identifier=f"sub-{uuid.uuid4().hex[:8]}") as sub:
+            await sub.subscribe(f"{prefix}/workorders/#", qos=1)
+            n = await wo.publish_orders(conn, host=host, port=port, topic_prefix=prefix)
+            assert n >= 1
+            async with asyncio.timeout(10):
+                async for msg in sub.messages:
+                    body = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+                    if body["id"] == ref.id:
+                        got = {"topic": str(msg.topic), **body}
+                        break
         return got
 
     got = asyncio.run(go())
