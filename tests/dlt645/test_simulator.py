@@ -34,7 +34,7 @@ async def test_csv_replay_drives_the_energy_registers() -> None:
 
 async def test_accelerated_clock_and_frozen_history() -> None:
     start = datetime(2026, 3, 1, 23, 50, tzinfo=UTC)
-    async with MeterBusSimulator(1, transport="tcp", start=start, speed=600.0, history_days=3, tz="UTC") as sim:
+    async with MeterBusSimulator(1, transport="tcp", start=start, speed=10.0, history_days=3, tz="UTC") as sim:
         meter = sim.meters["000000000001"]
         before = len(meter.frozen_daily)
         sim.advance(20 * 60)  # past midnight: a new daily freeze appears

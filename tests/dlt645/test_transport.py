@@ -55,7 +55,7 @@ async def test_line_time_emulation() -> None:
             elapsed = time.monotonic() - t0
     # 20-byte request + 20-byte reply at 11 bits/char, 9600 baud, + 50 ms turnaround.
     bound = 40 * 11 / 9600 + 0.05
-    assert bound <= elapsed < bound + 0.08
+    assert bound <= elapsed < bound + 0.3
 
 
 async def test_tcp_reconnects_after_the_server_restarts() -> None:
@@ -88,4 +88,4 @@ async def test_stalled_reply_is_a_truncated_frame() -> None:
             with pytest.raises(FrameError) as ei:
                 await client.read(M1, ["energy.active.import"])
             assert ei.value.reason == "truncated"
-            assert time.monotonic() - t0 < 0.6
+            assert time.monotonic() - t0 < 1.5
