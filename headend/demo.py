@@ -107,7 +107,7 @@ async def _start_buses(ctx: DemoContext, start: datetime, speed: float) -> None:
         # name, transport, meters, first address, faults
         ("tcp-bus-1", "tcp", 10, 1, {"000000000003": "silent", "000000000007": "clock_offset=150"}),
         ("pty-bus-2", "pty", 6, 101, {"000000000104": "bad_checksum"}),
-        ("tcp-bus-3", "tcp", 8, 201, {"000000000205": "clock_offset=900", "000000000206": "slow=0.3"}),
+        ("tcp-bus-3", "tcp", 8, 201, {"000000000205": "clock_offset=900", "000000000206": "slow=0.1"}),
     ]
     # (fraction of the run, meter, fault or None to clear): a meter silent across midnight misses
     # its daily freeze read and gets it back from meter memory when it answers again

@@ -133,7 +133,7 @@ WITH per_meter AS (
 )
 SELECT day, {key} AS key, count(*) AS meters, sum(due)::bigint, sum(ok)::bigint, sum(backfilled)::bigint,
        count(*) FILTER (WHERE complete) AS complete_meters
-FROM per_meter GROUP BY day, {key} ORDER BY day, {key}
+FROM per_meter GROUP BY {group} ORDER BY {group}
 """
 
 
@@ -142,10 +142,11 @@ async def query_kpi(
     channel: str | None = None, meter: str | None = None,
 ) -> list[KpiRow]:
     """Rows per day and ``by`` ("channel", "meter" or "day" for the whole fleet)."""
-    key = {"channel": "channel", "meter": "meter", "day": "'all'"}[by]
+    key, group = {"channel": ("channel", "day, channel"), "meter": ("meter", "day, meter"),
+                  "day": ("'fleet'::text", "day")}[by]
     async with conn.cursor() as cur:
         await cur.execute(
-            _QUERY.format(key=key),  # key comes from the fixed table above, never from input
+            _QUERY.format(key=key, group=group),  # from the fixed table above, never from input
             {"start": start, "end": end, "channel": channel, "meter": meter},
         )
         rows = await cur.fetchall()
@@ -174,6 +175,10 @@ def render_png(rows: Sequence[KpiRow], path: str, title: str = "Collection succe
     ax.set_ylim(bottom=min([95.0] + [p[1] for s in series.values() for p in s]) - 1, top=100.5)
     if series:
         ax.legend(fontsize="small", loc="lower left")
+    import matplotlib.dates as mdates
+
+    ax.xaxis.set_major_locator(mdates.DayLocator())
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path)
