@@ -6,7 +6,9 @@ Simulated time runs fast (the daemon shares the simulator's clock), wire timeout
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -24,6 +26,12 @@ from simulators.dlt645 import MeterBusSimulator
 from tests.daemon.conftest import make_settings, query
 
 TZ = ZoneInfo("Asia/Shanghai")
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        body: bytes = r.read()
+    return body
 
 
 async def _run_for(d: Daemon, sim: MeterBusSimulator, until: datetime, events: list[tuple[datetime, object]]) -> None:
@@ -116,6 +124,9 @@ async def test_priority_preemption_and_ipc_read(daemon_dsn: str, tmp_path: Path)
             if order.count("bulk:ok") >= 3:
                 break
             await asyncio.sleep(0.05)
+        assert d.http is not None
+        health = json.loads(await asyncio.to_thread(_get, d.http.url + "/health"))
+        metrics = (await asyncio.to_thread(_get, d.http.url + "/metrics")).decode()
         d.stop()
         await asyncio.wait_for(task, 20)
         url = sim.url
@@ -124,6 +135,11 @@ async def test_priority_preemption_and_ipc_read(daemon_dsn: str, tmp_path: Path)
     assert first_call <= 2, order  # at most the job in flight (and one taken meanwhile) went first
     assert order.index("fill:ok") < order.index("bulk:ok", first_call), order  # backfill before scheduled
     assert ipc.find_daemon(tmp_path, url) is None  # unregistered on exit
+    assert health["status"] == "ok" and health["channels_up"] == 1 and health["meters"] == 6
+    for line in ('headend_reads_total{channel="bus-p",outcome="ok"}', 'headend_queue_depth{channel="bus-p",priority=',
+                 'headend_channel_up{channel="bus-p"} 1.0', 'headend_breakers{channel="bus-p",state="closed"} 6.0',
+                 "headend_reads_per_second", "headend_success_ratio", "headend_spool_bytes"):
+        assert line in metrics, line
 
 
 async def test_clock_sync_waits_for_freeze_boundary_and_flags(daemon_dsn: str, tmp_path: Path) -> None:
