@@ -23,7 +23,7 @@ def make_settings(broker: BrokerInfo, prefix: str, tmp: Path, **mqtt: Any) -> Se
     opts: dict[str, Any] = {"host": broker.host, "port": broker.port, "topic_prefix": prefix,
                             "client_id": f"test-{uuid.uuid4().hex[:8]}"}
     opts.update(mqtt)
-    return Settings(mqtt=MqttSettings(**opts), data_dir=tmp)
+    return Settings(mqtt=MqttSettings(**opts), data_dir=tmp / opts["client_id"])  # one spool per daemon
 
 
 @contextlib.asynccontextmanager

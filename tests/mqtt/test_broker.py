@@ -1,0 +1,105 @@
+"""Broker behaviour: reconnect across a restart of a private broker, shared subscriptions, in-process amqtt."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import aiomqtt
+
+from headend.broker import InProcessBroker
+from protocols.client import LoadCommand, LoadControlRequest
+from protocols.mqtt.client import MqttClient, MqttConnection
+from simulators.mqtt import MqttTerminalFleet
+from tests.mqtt.conftest import ingest_running, query, wait_for
+
+
+def _telemetry(v: float) -> bytes:
+    return json.dumps({"v": 1, "ts": datetime.now(UTC).isoformat(), "values": {"voltage.a": v}}).encode()
+
+
+async def test_reconnect_across_broker_restart(private_broker, mqtt_prefix, settings_for, fresh_dsn):
+    settings = settings_for(private_broker.info, mqtt_prefix)
+    async with ingest_running(settings, fresh_dsn) as svc, MqttTerminalFleet(
+        private_broker.host, private_broker.port, 2, prefix=mqtt_prefix, telemetry=False, event_rate=0
+    ) as fleet:
+        assert svc.conn is not None
+        for t in fleet.terminals.values():
+            assert await fleet.publish_telemetry(t)
+        await wait_for(lambda: svc.stats.telemetry >= 2, what="telemetry before the restart")
+        connects = svc.conn.connects
+
+        await asyncio.to_thread(private_broker.restart)  # sessions and subscriptions are gone on the broker
+
+        await wait_for(lambda: svc.conn.connected and svc.conn.connects > connects, timeout=20,
+                       what="ingest reconnected")
+        term_conns = [t.conn for t in fleet.terminals.values()]
+        await wait_for(lambda: all(c is not None and c.connected for c in term_conns), timeout=20,
+                       what="terminals reconnected")
+        for t in fleet.terminals.values():
+            assert await fleet.publish_telemetry(t)
+        # the re-made subscriptions deliver again, end to end into the database
+        await wait_for(lambda: svc.stats.telemetry >= 4, timeout=10, what="telemetry after the restart")
+        rows = await query(fresh_dsn, "SELECT meter, count(*) FROM register_reads WHERE quantity='voltage.a'"
+                                      " GROUP BY meter ORDER BY meter")
+        assert rows == [("LMT00001", 2), ("LMT00002", 2)]
+        # commands work again too (the terminals re-subscribed to their command topic)
+        async with MqttClient(private_broker.host, private_broker.port, prefix=mqtt_prefix, timeout=3) as client:
+            res = await client.load_command(LoadControlRequest("LMT00002", LoadCommand.SET_POWER_LIMIT, "op", 9.0))
+            assert res.accepted
+
+
+async def test_persistent_session_keeps_messages_while_disconnected(private_broker, mqtt_prefix):
+    """QoS 1 + clean_session=False + stable client id: what is published while we are away is delivered."""
+    got: list[bytes] = []
+    topic = f"{mqtt_prefix}/terminal/X1/telemetry"
+    conn = MqttConnection(private_broker.host, private_broker.port, client_id=f"{mqtt_prefix}-persist",
+                          handler=lambda m: got.append(bytes(m.payload)))  # type: ignore[arg-type]
+    conn.subscriptions[topic] = 1
+    await conn.wait_connected(5)
+    await conn.stop()  # orderly disconnect, the session stays on the broker
+    async with aiomqtt.Client(private_broker.host, private_broker.port, identifier=f"{mqtt_prefix}-pub") as pub:
+        await pub.publish(topic, b"while-away", qos=1)
+    await conn.wait_connected(5)
+    try:
+        await wait_for(lambda: got == [b"while-away"], what="queued message")
+    finally:
+        await conn.stop()
+
+
+async def test_shared_subscription_splits_traffic(mqtt_broker, mqtt_prefix, settings_for, pg_db_factory):
+    group = f"g{mqtt_prefix}"
+    dsn1, dsn2 = pg_db_factory(), pg_db_factory()
+    s1 = settings_for(mqtt_broker, mqtt_prefix, shared_group=group, client_id=f"{mqtt_prefix}-d1")
+    s2 = settings_for(mqtt_broker, mqtt_prefix, shared_group=group, client_id=f"{mqtt_prefix}-d2")
+    n = 200
+    async with ingest_running(s1, dsn1) as a, ingest_running(s2, dsn2) as b, aiomqtt.Client(
+        mqtt_broker.host, mqtt_broker.port, identifier=f"{mqtt_prefix}-pub", max_inflight_messages=100
+    ) as pub:
+        await asyncio.sleep(0.2)
+        await asyncio.gather(*(pub.publish(f"{mqtt_prefix}/terminal/T{i:04d}/telemetry", _telemetry(220 + i % 10),
+                                           qos=1) for i in range(n)))
+        await wait_for(lambda: a.stats.telemetry + b.stats.telemetry >= n, what="all messages stored")
+        await asyncio.sleep(0.3)
+        assert a.stats.telemetry + b.stats.telemetry == n  # each message went to exactly one daemon
+        assert a.stats.telemetry > 0 and b.stats.telemetry > 0
+        c1 = (await query(dsn1, "SELECT count(*) FROM register_reads"))[0][0]
+        c2 = (await query(dsn2, "SELECT count(*) FROM register_reads"))[0][0]
+        assert c1 + c2 == n and c1 == a.stats.telemetry
+
+
+async def test_in_process_broker_when_no_host_is_configured(mqtt_prefix, settings_for, fresh_dsn):
+    from tests.fixtures_mqtt import BrokerInfo
+
+    settings = settings_for(BrokerInfo("", 1883, "amqtt"), mqtt_prefix, host=None)
+    assert settings.mqtt.host is None
+    async with ingest_running(settings, fresh_dsn) as svc:
+        assert svc.host == "127.0.0.1" and svc.port != 1883
+        async with MqttTerminalFleet(svc.host, svc.port, 2, prefix=mqtt_prefix, telemetry=False,
+                                     event_rate=0) as fleet:
+            for t in fleet.terminals.values():
+                await fleet.publish_telemetry(t)
+            await wait_for(lambda: svc.stats.telemetry >= 2, what="telemetry via amqtt")
+    async with InProcessBroker() as broker:
+        assert broker.url.startswith("mqtt://127.0.0.1:")
