@@ -1,7 +1,9 @@
 """Execution: drive each command through the transition table, over the meter's own protocol.
 
-Per command (:meth:`Executor.run_one`), holding a PostgreSQL advisory lock on the command
-so two executors never drive the same one:
+Per command (:meth:`Executor.run_one`), under a claim (a lease in ``control_commands``, so two
+executors never drive the same command; a crashed executor's claim expires after
+:data:`CLAIM_SECONDS`); database connections are held only for the database work, never
+across the exchange on the bus:
 
 1. ``approved``: re-check every interlock *now* (rules, exemptions, daily limits); a block
    cancels the command and no frame is sent. A paid account cancels it too.
@@ -22,8 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time as _time
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,7 +59,8 @@ TARGETS: dict[RelayCommand, frozenset[RelayState]] = {
     RelayCommand.CLOSE_DIRECT: frozenset({RelayState.CLOSED}),
     RelayCommand.CLOSE_PERMIT: frozenset({RelayState.OPEN, RelayState.CLOSED}),
 }
-_LOCK_NS = 0x0C7  # advisory lock namespace for control commands
+#: How long an executor's claim on a command lasts (renewed per command; a crashed one expires).
+CLAIM_SECONDS = 120.0
 
 
 @dataclass(slots=True)
@@ -127,6 +134,7 @@ class Executor:
         self.pool = AsyncConnectionPool(conninfo, min_size=1, max_size=pool_size, open=False,
                                         kwargs={"autocommit": True})
         self._secret_values = tuple(secrets.values())
+        self.executor_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def __aenter__(self) -> Executor:
         await self.pool.open(wait=True, timeout=10)
@@ -272,22 +280,34 @@ class Executor:
 
     # -- one command ---------------------------------------------------------------------------------
     async def run_one(self, command_id: int, operator: str) -> Outcome | None:
+        """Drive one command to a resting state; None when another executor holds its claim."""
         started = _time.monotonic()
         async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_NS, command_id))
-            got = await cur.fetchone()
-            if not got or not got[0]:
+            cur = await conn.execute(
+                """UPDATE control_commands SET claimed_by = %s, claimed_until = now() + make_interval(secs => %s)
+                    WHERE id = %s AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = %s)
+                RETURNING id""", (self.executor_id, CLAIM_SECONDS, command_id, self.executor_id))
+            if await cur.fetchone() is None:
                 return None
-            try:
-                cmd = await self._drive(conn, command_id, operator)
-            except HeadendError as exc:  # e.g. no route or no password for this meter: the others go on
-                LOGGER.error("command %s not executed: %s", command_id, exc)
+        try:
+            cmd = await self._drive(command_id, operator)
+        except HeadendError as exc:  # e.g. no route or no password for this meter: the others go on
+            LOGGER.error("command %s not executed: %s", command_id, exc)
+            async with self.pool.connection() as conn:
                 cmd = await self._reload(conn, command_id)
-                cmd.last_error = str(exc)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_NS, command_id))
+            cmd.last_error = str(exc)
+        finally:
+            async with self.pool.connection() as conn:
+                await conn.execute("UPDATE control_commands SET claimed_by = NULL, claimed_until = NULL "
+                                   "WHERE id = %s AND claimed_by = %s", (command_id, self.executor_id))
         return Outcome(cmd.id, cmd.meter, cmd.kind, cmd.state, cmd.attempts, cmd.last_error, cmd.work_order_id,
                        started, _time.monotonic())
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection in a transaction, held only for the database work (never across bus I/O)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            yield conn
 
     async def _reload(self, conn: AsyncConnection[Any], command_id: int) -> Command:
         cmd = await store.get_command(conn, command_id)
@@ -295,23 +315,24 @@ class Executor:
             raise HeadendError(f"no command {command_id}")
         return cmd
 
-    async def _drive(self, conn: AsyncConnection[Any], command_id: int, operator: str) -> Command:
-        cmd = await self._reload(conn, command_id)
-        policy = self.planner.policy(await self._utility(conn, cmd))
+    async def _drive(self, command_id: int, operator: str) -> Command:
+        async with self.pool.connection() as conn:
+            cmd = await self._reload(conn, command_id)
+            policy = self.planner.policy(await self._utility(conn, cmd))
         relay_cmd = RelayCommand(cmd.command)
         target = TARGETS[relay_cmd]
         for _ in range(4 * policy.max_attempts + 4):  # bounded: every path below makes progress
             if State(cmd.state) in FINAL or cmd.state == State.PLANNED:
                 return cmd
             if cmd.state == State.APPROVED:
-                if cmd.kind == "disconnect" and not await self._interlocks_pass(conn, cmd, operator):
+                if cmd.kind == "disconnect" and not await self._interlocks_pass(cmd, operator):
                     return cmd
-                await self._send(conn, cmd, Event.SEND, operator, relay_cmd, target, policy.command_valid_minutes,
+                await self._send(cmd, Event.SEND, operator, relay_cmd, target, policy.command_valid_minutes,
                                  policy.readback_attempts, policy.readback_delay)
                 continue
             if cmd.state == State.SENT:  # found after a restart: resolve by read-back, never resend blindly
                 rb = await self._readback(cmd.meter, policy.readback_attempts, policy.readback_delay)
-                async with conn.transaction():
+                async with self._tx() as conn:
                     if rb in target:
                         await store.transition(conn, cmd, Event.CONFIRM, operator=operator,
                                                reason="resumed: read-back confirms", relay_state=rb.value,
@@ -326,18 +347,18 @@ class Executor:
                                                           + (rb.value if rb else "failed"),
                                                details={"relay": rb.value if rb else None})
                 if cmd.state == State.UNKNOWN and rb is None:
-                    await self._escalate(conn, cmd, operator, "no reply to the read-back after a restart")
+                    await self._escalate(cmd, operator, "no reply to the read-back after a restart")
                 continue
             if cmd.state in (State.FAILED, State.UNKNOWN):
                 retryable = cmd.attempts < policy.max_attempts and "password" not in cmd.last_error \
                     and cmd.relay_state is not None  # a read-back proved it is not done (unknown: never blind)
-                if retryable and cmd.kind == "disconnect" and not await self._still_wanted(conn, cmd, operator):
+                if retryable and cmd.kind == "disconnect" and not await self._still_wanted(cmd, operator):
                     return cmd
                 if retryable:
-                    await self._send(conn, cmd, Event.RETRY, operator, relay_cmd, target,
+                    await self._send(cmd, Event.RETRY, operator, relay_cmd, target,
                                      policy.command_valid_minutes, policy.readback_attempts, policy.readback_delay)
                 else:
-                    await self._escalate(conn, cmd, operator, cmd.last_error or f"{cmd.state} after "
+                    await self._escalate(cmd, operator, cmd.last_error or f"{cmd.state} after "
                                                                                  f"{cmd.attempts} attempts")
                 continue
         return cmd
@@ -349,20 +370,24 @@ class Executor:
         row = await cur.fetchone()
         return str(row[0]) if row else None
 
-    async def _still_wanted(self, conn: AsyncConnection[Any], cmd: Command, operator: str) -> bool:
+    async def _still_wanted(self, cmd: Command, operator: str) -> bool:
         """Before a retry of a cut: a payment meanwhile cancels it (failed --paid--> cancelled)."""
         if cmd.account is None or cmd.state != State.FAILED:
             return True
-        cur = await conn.execute("SELECT cleared_at IS NOT NULL FROM arrears WHERE account = %s", (cmd.account,))
-        row = await cur.fetchone()
-        if row and row[0]:
-            async with conn.transaction():
+        async with self._tx() as conn:
+            cur = await conn.execute("SELECT cleared_at IS NOT NULL FROM arrears WHERE account = %s", (cmd.account,))
+            row = await cur.fetchone()
+            if row and row[0]:
                 await store.transition(conn, cmd, Event.PAID, operator=operator, reason="arrears cleared: no retry")
-            return False
+                return False
         return True
 
-    async def _interlocks_pass(self, conn: AsyncConnection[Any], cmd: Command, operator: str) -> bool:
+    async def _interlocks_pass(self, cmd: Command, operator: str) -> bool:
         """Every rule again, now, for a cut about to be sent. A block cancels the command: no frame."""
+        async with self.pool.connection() as conn:
+            return await self._interlocks_on(conn, cmd, operator)
+
+    async def _interlocks_on(self, conn: AsyncConnection[Any], cmd: Command, operator: str) -> bool:
         at = self.now()
         if cmd.account and cmd.plan_id is not None:
             states = await store.load_accounts(conn, self.directory, [cmd.account])
@@ -401,14 +426,14 @@ class Executor:
 
         return (await run_external_blocks(hooks, [state], at)).get(state.account, [])
 
-    async def _send(self, conn: AsyncConnection[Any], cmd: Command, event: Event, operator: str,
+    async def _send(self, cmd: Command, event: Event, operator: str,
                     relay_cmd: RelayCommand, target: frozenset[RelayState], valid_minutes: float,
                     rb_attempts: int, rb_delay: float) -> None:
         route = self.directory.route(cmd.meter)
         credentials = self.secrets.credentials(cmd.meter, cmd.operator or operator)
         client = await self.clients.get(route)
         valid_until = datetime.now(UTC) + timedelta(minutes=valid_minutes)
-        async with conn.transaction():  # committed before the frame goes out
+        async with self._tx() as conn:  # committed before the frame goes out
             await store.transition(conn, cmd, event, operator=operator, attempts=cmd.attempts + 1,
                                    sent_at=self.now(), valid_until=valid_until,
                                    details={"command": relay_cmd.value, "attempt": cmd.attempts + 1,
@@ -438,12 +463,12 @@ class Executor:
             if readback is not None:
                 readback.cancel()
             reason = result.reason or "refused by the meter"
-            async with conn.transaction():
+            async with self._tx() as conn:
                 await store.transition(conn, cmd, Event.REFUSE, operator=operator, reason=reason, tx=tx, rx=rx,
                                        last_error=reason, relay_state=None, secrets=self._secret_values)
             return
         rb = await readback if readback is not None else await self._readback(cmd.meter, rb_attempts, rb_delay)
-        async with conn.transaction():
+        async with self._tx() as conn:
             if rb in target:
                 why = "read-back confirms" if error is None else \
                     f"no reply to the command ({error}); read-back confirms"
@@ -487,8 +512,8 @@ class Executor:
                 await store.transition(conn, prev, Event.SUPERSEDE, operator=operator,
                                        reason=f"supply restored by command {cmd.id}")
 
-    async def _escalate(self, conn: AsyncConnection[Any], cmd: Command, operator: str, why: str) -> None:
-        async with conn.transaction():
+    async def _escalate(self, cmd: Command, operator: str, why: str) -> None:
+        async with self._tx() as conn:
             evidence = {"summary": f"remote {cmd.kind} not confirmed: {why}", "command_id": cmd.id,
                         "attempts": cmd.attempts, "relay_state": cmd.relay_state, "account": cmd.account}
             wo = await raise_field_order(conn, cmd, evidence)
