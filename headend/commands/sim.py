@@ -23,7 +23,7 @@ __all__ = ["SIM_MODULES", "register", "sim_app"]
 sim_app = typer.Typer(help="Run simulated meters and terminals for tests, demos and training.", no_args_is_help=True)
 
 # Modules defining register_sim(sim_app: typer.Typer) -> None.
-SIM_MODULES: list[str] = ["headend.commands.sim_modbus"]
+SIM_MODULES: list[str] = ["headend.commands.sim_modbus", "headend.commands.sim_mqtt"]
 
 
 @sim_app.command("dlt645")
