@@ -31,6 +31,7 @@ TRACE_LOG = logging.getLogger("headend.trace")
 BACKENDS: dict[str, tuple[str, str]] = {
     "serial": ("protocols.transport.serial", "SerialChannel"),
     "tcp": ("protocols.transport.tcp", "TcpChannel"),
+    "virtual": ("protocols.transport.virtual", "VirtualChannel"),
 }
 
 

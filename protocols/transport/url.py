@@ -18,7 +18,7 @@ _PARITIES = {"N", "E", "O", "M", "S"}
 
 @dataclass(frozen=True, slots=True)
 class ChannelSpec:
-    scheme: str  # "serial" or "tcp"
+    scheme: str  # "serial", "tcp" or "virtual" (in-process)
     path: str = ""  # serial device path
     host: str = ""
     port: int = 0
@@ -69,6 +69,12 @@ class ChannelSpec:
                     inter_byte_timeout=ibt,
                     turnaround=turnaround,
                 )
+            elif scheme == "virtual":
+                # In-process bus (tests, simulators): virtual://NAME, see protocols.transport.virtual.
+                if not parts.netloc:
+                    raise ConfigError(f"virtual URL needs a name: {url!r}")
+                spec = cls(scheme="virtual", host=parts.netloc, baud=int(q.pop("baud", 2400)), timeout=timeout,
+                           inter_byte_timeout=ibt, turnaround=turnaround)
             else:
                 raise ConfigError(f"unknown channel scheme {scheme!r} in {url!r} (use serial:// or tcp://)")
         except ValueError as exc:
@@ -82,6 +88,8 @@ class ChannelSpec:
 
     @property
     def name(self) -> str:
+        if self.scheme == "virtual":
+            return f"virtual:{self.host}"
         return self.path if self.scheme == "serial" else f"{self.host}:{self.port}"
 
     def char_time(self) -> float:
@@ -92,4 +100,6 @@ class ChannelSpec:
     def __str__(self) -> str:
         if self.scheme == "serial":
             return f"serial://{self.path}?baud={self.baud}&parity={self.parity}"
+        if self.scheme == "virtual":
+            return f"virtual://{self.host}"
         return f"tcp://{self.host}:{self.port}"

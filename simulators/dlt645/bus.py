@@ -17,7 +17,7 @@ import os
 import random
 import time
 import tty
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from protocols.dlt645.frame import BROADCAST, Deframer, Frame, encode_frame
 from protocols.dlt645.quirks import DEFAULT_QUIRKS, Quirks
+from protocols.transport import virtual
 from simulators.clock import SimClock
 from simulators.dlt645.meter import SimMeter
 from simulators.faults import Fault, FaultSet, parse_faults
@@ -93,8 +94,8 @@ class MeterBusSimulator:
         echo: bool = False,
         quirks: Mapping[str, Quirks] | None = None,
     ) -> None:
-        if transport not in ("tcp", "pty"):
-            raise ValueError("transport must be 'tcp' or 'pty'")
+        if transport not in ("tcp", "pty", "virtual"):
+            raise ValueError("transport must be 'tcp', 'pty' or 'virtual'")
         self.transport = transport
         self.host, self.port = host, port
         self.baud = baud
@@ -135,6 +136,7 @@ class MeterBusSimulator:
         self._master_fd = -1
         self._slave_fd = -1
         self._pty_conn: _Conn | None = None
+        self._vname = f"dlt645-{id(self):x}" if host == "127.0.0.1" else host
         self._started = False
 
     # -- public API -------------------------------------------------------------------
@@ -150,6 +152,8 @@ class MeterBusSimulator:
     def url(self) -> str:
         if self.transport == "pty":
             return f"serial://{self.pty_path}?baud={self.baud}&parity=N"
+        if self.transport == "virtual":
+            return f"virtual://{self._vname}"
         return f"tcp://{self.host}:{self.port}"
 
     @property
@@ -187,6 +191,8 @@ class MeterBusSimulator:
             self._pty_conn = conn
             self._start_conn(conn)
             loop.add_reader(master, self._pty_readable)
+        elif self.transport == "virtual":
+            virtual.serve(self._vname, self._virtual_accept)
         else:
             self._server = await asyncio.start_server(self._tcp_client, self.host, self.port)
             self.port = self._server.sockets[0].getsockname()[1]
@@ -197,8 +203,11 @@ class MeterBusSimulator:
         if not self._started:
             return
         self._started = False
+        if self.transport == "virtual":
+            virtual.unserve(self._vname)
         if self._server is not None:
             self._server.close()
+        if self._server is not None or self.transport == "virtual":
             for c in list(self._conns):
                 with contextlib.suppress(Exception):
                     c.write(None)
@@ -276,6 +285,21 @@ class MeterBusSimulator:
             if conn in self._conns:
                 self._conns.remove(conn)
             writer.close()
+
+    def _virtual_accept(self, to_client: Callable[[bytes | None], None]) -> Callable[[bytes | None], None]:
+        conn = _Conn(to_client)
+        self._start_conn(conn)
+
+        def to_server(data: bytes | None) -> None:
+            if data is not None:
+                self._feed(conn, data)
+                return
+            if conn.task is not None:
+                conn.task.cancel()
+            if conn in self._conns:
+                self._conns.remove(conn)
+
+        return to_server
 
     def _start_conn(self, conn: _Conn) -> None:
         self._conns.append(conn)

@@ -10,9 +10,9 @@ from protocols.dlt645.client import Dlt645Client
 from simulators.dlt645 import MeterBusSimulator
 
 
-@pytest.fixture(params=["pty", "tcp"])
+@pytest.fixture(params=["pty", "tcp", "virtual"])
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[tuple[MeterBusSimulator, Dlt645Client]]:
-    """Both transports: every test using it runs over a pty pair and over TCP."""
+    """Every test using it runs over a pty pair, over TCP and over an in-process virtual channel."""
     async with MeterBusSimulator(4, transport=request.param, seed=7) as sim:
         client = Dlt645Client.from_url(sim.url, timeout=0.4, inter_byte_timeout=0.1)
         async with client:

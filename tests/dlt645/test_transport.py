@@ -89,3 +89,16 @@ async def test_stalled_reply_is_a_truncated_frame() -> None:
                 await client.read(M1, ["energy.active.import"])
             assert ei.value.reason == "truncated"
             assert time.monotonic() - t0 < 1.5
+
+
+async def test_virtual_channel() -> None:
+    with pytest.raises(TransportError, match="nobody serves"):
+        await open_channel("virtual://nobody").open()
+    async with MeterBusSimulator(2, transport="virtual") as sim:
+        assert sim.url.startswith("virtual://")
+        async with Dlt645Client.from_url(sim.url, timeout=0.3) as client:
+            (r,) = await client.read(M1, ["energy.active.import"])
+            assert r.value == pytest.approx(sim.meters[M1].energy_import, abs=0.02)
+    # The simulator went away: reopening fails at once, no hang.
+    with pytest.raises(TransportError):
+        await client.read(M1, ["voltage.a"])
