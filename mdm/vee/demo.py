@@ -4,7 +4,7 @@ collected, estimate the gaps, rank suspects and show the exceptions and work ord
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.table import Table
@@ -20,12 +20,17 @@ async def stage(ctx: Any) -> None:
     from mdm.anomalies import find_suspects, raise_theft_orders
     from mdm.vee.runner import run_vee
 
-    start, end = ctx.start, ctx.end
+    step = 900
+    # only intervals that had ended and been collected when the demo stopped: the load-profile plan
+    # reads each interval within a few minutes after it ends
+    start = datetime.fromtimestamp(-(-int(ctx.start.timestamp()) // step) * step, UTC)
+    end = datetime.fromtimestamp((int((ctx.end - timedelta(minutes=10)).timestamp()) // step) * step, UTC)
+    now = ctx.clock.now() if ctx.clock is not None else ctx.end
     tz = ctx.settings.timezone
 
     def work() -> tuple[Any, Any, list[int], list[wo.WorkOrder], list[tuple[Any, ...]]]:
         with psycopg.connect(ctx.dsn, autocommit=True) as conn:
-            summary = run_vee(conn, start, end, tz=tz, operator="demo")
+            summary = run_vee(conn, start, end, tz=tz, operator="demo", now=now)
             report = find_suspects(conn, start - timedelta(days=14), end, tz=tz)
             theft = raise_theft_orders(conn, report, min_score=3.0)
             orders = wo.list_orders(conn, status=["open", "dispatched"], limit=15)

@@ -283,15 +283,28 @@ def check_count_per_day(rows: IntArray, ts: IntArray, n_meters: int, bounds: Int
 
 
 def check_clock_drift(rows: IntArray, ts: IntArray, offset_s: FloatArray, th: Thresholds) -> Findings:
-    """``offset_s`` = meter clock minus head-end clock at read time (quantity ``clock.offset``)."""
+    """``offset_s`` = meter clock minus head-end clock at read time (quantity ``clock.offset``).
+
+    One finding per meter: the reads beyond tolerance, from the first to the last, with the
+    largest offset (error when any is beyond ``clock_drift_error_s``).
+    """
     a = np.abs(offset_s)
     bad = a > th.clock_drift_warn_s
     if not bad.any():
         return _empty("clock_drift")
     idx = np.flatnonzero(bad)
-    sev = np.where(a[idx] > th.clock_drift_error_s, "error", "warning")
-    return Findings("clock_drift", rows[idx], ts[idx], ts[idx] + 1, {"offset_s": offset_s[idx]},
-                    "meter {meter}: clock off by {offset_s} s at {start}", sev)
+    order = idx[np.lexsort((ts[idx], rows[idx]))]
+    r = rows[order]
+    first = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+    last = np.r_[first[1:], r.size] - 1
+    worst = np.maximum.reduceat(a[order], first)
+    grp = np.repeat(np.arange(first.size), np.diff(np.r_[first, r.size]))
+    by_size = np.lexsort((-a[order], grp))  # per meter, the largest |offset| first
+    w_idx = by_size[first]
+    sev = np.where(worst > th.clock_drift_error_s, "error", "warning")
+    return Findings("clock_drift", r[first], ts[order][first], ts[order][last] + 1,
+                    {"offset_s": offset_s[order][w_idx], "reads": last - first + 1},
+                    "meter {meter}: clock off by up to {offset_s} s in {reads} reads from {start}", sev)
 
 
 # --------------------------------------------------------------------------- interval grid checks

@@ -316,6 +316,7 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
         prev_mask[edits.meter[est_prev][ok], pc[ok]] = True
     findings.append(rules.check_prolonged_estimation(prev_mask | new_est, w0, step, th))
 
+    findings = _explain_by_clock(findings, th, mult, m_n)
     recs: list[rules.VeeException] = []
     for f in findings:
         if len(f):
@@ -323,6 +324,37 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
     store_exceptions(conn, recs, summary.run_id)
     summary.records += recs
     summary.exceptions.update(r.rule for r in recs)
+
+
+def _explain_by_clock(findings: list[rules.Findings], th: Thresholds, mult: FloatArray, m_n: int) -> list[
+        rules.Findings]:
+    """A meter whose clock is off stamps its stored records (load profile, freezes) at the wrong time, so they
+    interleave with live reads and the register seems to go backwards. A drop no larger than what the meter can
+    register in the clock offset is then reported as a warning about time stamps, not as 示度下降."""
+    drift = np.zeros(m_n)
+    for f in findings:
+        if f.rule == "clock_drift" and len(f):
+            np.maximum.at(drift, f.rows, np.abs(f.values["offset_s"].astype(np.float64)))
+    if not drift.any():
+        return findings
+    cap_kw = th.fast_factor * th.nominal_voltage * th.rated_max_current * th.phases / 1000.0 * mult
+    out = []
+    for f in findings:
+        if f.rule != "register_decrease" or not len(f):
+            out.append(f)
+            continue
+        drop = f.values["previous"] - f.values["value"]
+        explained = (drift[f.rows] > th.clock_drift_warn_s) & (drop <= cap_kw[f.rows] * drift[f.rows] / 3600.0)
+        vals = {**f.values, "clock_offset_s": drift[f.rows]}
+        for mask, sev, text in (
+            (~explained, "error", f.explanation),
+            (explained, "warning", f.explanation + " - the meter clock is off by {clock_offset_s} s: stored records "
+                                                   "interleave with live reads (time stamps, not the register)"),
+        ):
+            if mask.any():
+                out.append(rules.Findings(f.rule, f.rows[mask], f.start[mask], f.end[mask],
+                                          {k: v[mask] for k, v in vals.items()}, text, sev))
+    return out
 
 
 def _multiplier_findings(mgrid: FloatArray, tgrid: IntArray, start: datetime, end: datetime) -> rules.Findings:

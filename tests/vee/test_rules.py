@@ -77,6 +77,11 @@ def test_clock_drift() -> None:
     assert len(rules.check_clock_drift(np.array([0]), np.array([T0]), np.array([12.0]), TH)) == 0
     f = rules.check_clock_drift(np.array([0, 1]), np.array([T0, T0]), np.array([-90.0, 900.0]), TH)
     assert [r.severity for r in f.records(["a", "b"])] == ["warning", "error"]
+    # several drifted reads of one meter: one finding with the worst offset and the span
+    f = rules.check_clock_drift(np.array([0, 0, 0, 1]), np.array([T0 + 60, T0, T0 + 120, T0]),
+                                np.array([-100.0, 80.0, 30.0, 10.0]), TH)
+    assert len(f) == 1 and f.values["offset_s"][0] == -100.0 and f.values["reads"][0] == 2
+    assert f.start[0] == T0 and f.end[0] == T0 + 61
 
 
 def test_register_decrease_vs_rollover_and_exchange() -> None:

@@ -137,3 +137,19 @@ def test_exchange_and_multiplier_change_are_not_consumption(conn: psycopg.Connec
     assert "register_decrease" not in rules_found and "sum_register" not in rules_found
     mc = next(r for r in s.records if r.rule == "multiplier_change")
     assert mc.values == {"old": 40.0, "new": 80.0}
+
+
+def test_register_drop_explained_by_a_fast_clock_is_not_a_meter_fault(conn: psycopg.Connection) -> None:
+    m = f"F{uuid.uuid4().hex[:8]}"
+    load_meter(conn, m, clock_offset=900.0)
+    # a stored record stamped by the fast clock lands between live reads and looks 0.08 kWh lower
+    t8 = DAY + timedelta(hours=8)
+    reg = 1000 + sum(profile(DAY - timedelta(days=7) + timedelta(minutes=15 * i)) for i in range(7 * 96 + 32))
+    put(conn, "register_reads", [(m, "energy.active.import", t8, round(reg, 2)),
+                                 (m, "energy.active.import", t8 + timedelta(minutes=5), round(reg - 0.08, 2)),
+                                 (m, "energy.active.import", t8 + timedelta(minutes=10), round(reg + 0.1, 2))])
+    s = run_vee(conn, DAY, DAY + timedelta(days=1), meters=[m], config=CFG, now=DAY + timedelta(days=2))
+    dec = [r for r in s.records if r.rule == "register_decrease"]
+    assert dec and all(r.severity == "warning" and "clock is off" in r.explanation for r in dec)
+    types = {t for (t,) in conn.execute("SELECT type FROM work_orders WHERE meter = %s", (m,)).fetchall()}
+    assert "clock_error" in types and "meter_fault" not in types
