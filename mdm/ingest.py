@@ -271,6 +271,19 @@ class Ingestor:
             self._spool.close()
         self._opened = False
 
+    async def wait_spool_drained(self, wait_s: float | None = None) -> bool:
+        """Wait until a pending spool has been replayed (True) or ``wait_s`` seconds pass (False)."""
+        if self._spool is None or not self._spool.spooling:
+            return True
+        self._start_replayer()
+        assert self._replayer is not None
+        try:
+            async with asyncio.timeout(wait_s):
+                await asyncio.shield(self._replayer)
+        except TimeoutError:
+            return False
+        return not self._spool.spooling
+
     def spool_stats(self) -> SpoolStats | None:
         """Segments, bytes and mode of the spool (None without a spool): cheap, for /metrics."""
         return self._spool.stats() if self._spool is not None else None

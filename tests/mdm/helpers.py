@@ -22,19 +22,22 @@ def readings(start: int, stop: int, meters: int = 1000, t0: datetime = T0) -> It
                       round((i * 7919 % 1000) / 1000, 3), "kWh", source="test")
 
 
-def expected_checksum(n: int, meters: int = 1000, t0: datetime = T0) -> tuple[int, str]:
-    """(count, md5) the interval_reads rows for readings(0, n) must have, computed in Python."""
-    import hashlib
-
-    h = hashlib.md5()
-    rows = sorted(
-        (f"{i % meters:012d}", t0 + timedelta(minutes=15 * (i // meters)), round((i * 7919 % 1000) / 1000, 3))
-        for i in range(n)
-    )
-    for m, ts, v in rows:
-        text = repr(v)[:-2] if repr(v).endswith(".0") else repr(v)  # PostgreSQL prints 1.0 as 1
-        h.update(f"{m}|{int(ts.timestamp())}|{text}\n".encode())
-    return n, h.hexdigest()
+def expected_checksum(conn: psycopg.Connection[Any], n: int, meters: int = 1000, t0: datetime = T0) -> tuple[int, str]:
+    """(count, md5) that interval_reads must have after readings(0, n), computed from the generator's
+    formula with generate_series (k/1000 is the same correctly rounded double in Python and SQL)."""
+    row = conn.execute(
+        """
+        WITH g AS (
+            SELECT lpad((i %% %(m)s)::text, 12, '0') AS meter,
+                   %(t0)s::timestamptz + make_interval(mins => 15 * (i / %(m)s)::int) AS ts,
+                   ((i * 7919) %% 1000)::float8 / 1000 AS value
+              FROM generate_series(0::bigint, %(n)s - 1) AS i)
+        SELECT count(*), coalesce(md5(string_agg(meter || '|' || extract(epoch FROM ts)::bigint || '|'
+               || value::text || E'\\n', '' ORDER BY meter, ts)), md5('')) FROM g""",
+        {"m": meters, "t0": t0, "n": n},
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), str(row[1])
 
 
 def db_checksum(conn: psycopg.Connection[Any], table: str = "interval_reads") -> tuple[int, str]:

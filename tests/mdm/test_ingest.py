@@ -32,7 +32,7 @@ async def test_replay_changes_nothing_and_new_values_become_versions(fresh_dsn: 
         await ing.submit(rs)  # replay: nothing changes
         assert ing.stats.inserted == 5000 and ing.stats.unchanged == 5000
         with psycopg.connect(fresh_dsn) as conn:
-            assert db_checksum(conn) == before == expected_checksum(5000, meters=50)
+            assert db_checksum(conn) == before == expected_checksum(conn, 5000, meters=50)
         changed = [Reading(r.meter, r.quantity, r.ts, r.value + 1, r.unit, Quality.GOOD, "fix") for r in rs[:10]]
         await ing.submit(changed)
         await ing.submit(changed + rs[:10])  # replaying both old and new values: still nothing new
@@ -107,14 +107,10 @@ async def test_outage_spools_then_replays_in_order(fresh_dsn: str, tmp_path: Pat
             assert st is not None and st.spooling and st.segments >= 1
         finally:
             _outage(fresh_dsn, False)
-        for _ in range(100):
-            st = ing.spool_stats()
-            if st is not None and not st.spooling:
-                break
-            await asyncio.sleep(0.1)
+        assert await ing.wait_spool_drained(10)
         await ing.submit(list(readings(3000, 4000)))
     with psycopg.connect(fresh_dsn) as conn:
-        assert db_checksum(conn) == expected_checksum(4000)
+        assert db_checksum(conn) == expected_checksum(conn, 4000)
     assert not list(spool.glob("spool-*.log"))
 
 
@@ -130,10 +126,7 @@ async def test_damaged_spool_tail_replays_good_records_and_reports(fresh_dsn: st
     third = data.rfind(b"HSP1")  # start of the last record
     seg.write_bytes(data[:-37])  # crash in the middle of the last record
     async with Ingestor(fresh_dsn, spool_dir=d, replay_interval=0.05) as ing:
-        for _ in range(100):
-            if not ing.spool_stats() or not ing.spool_stats().spooling:  # type: ignore[union-attr]
-                break
-            await asyncio.sleep(0.05)
+        assert await ing.wait_spool_drained(10)
         assert ing.stats.replayed_batches == 2
         assert [(x.reason, x.offset) for x in ing.stats.spool_damage] == [("truncated", third)]
         kept = ing.stats.spool_damage[0].kept_as
@@ -155,10 +148,7 @@ async def test_corrupted_record_in_the_middle_later_records_still_replayed(fresh
     data[rec + 40] ^= 0xFF  # flip a byte in the second record's payload
     seg.write_bytes(bytes(data))
     async with Ingestor(fresh_dsn, spool_dir=d, replay_interval=0.05) as ing:
-        for _ in range(100):
-            if not ing.spool_stats() or not ing.spool_stats().spooling:  # type: ignore[union-attr]
-                break
-            await asyncio.sleep(0.05)
+        assert await ing.wait_spool_drained(10)
         assert [(x.reason, x.offset, x.length) for x in ing.stats.spool_damage] == [("checksum", rec, rec3 - rec)]
     got = _q(fresh_dsn, "SELECT min(ts), max(ts), count(*) FROM interval_reads")[0]
     assert got[2] == 200
