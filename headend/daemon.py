@@ -246,6 +246,10 @@ class Daemon(ResultListener):
 
     def spool_size(self) -> int:
         ing = self.sink.ingestor
+        stats = getattr(ing, "spool_stats", None)
+        if callable(stats):
+            st = stats()
+            return int(getattr(st, "bytes", 0)) if st is not None else 0
         for name in ("spool_bytes", "spool_size"):
             v = getattr(ing, name, None)
             if v is not None:

@@ -177,8 +177,8 @@ def render_png(rows: Sequence[KpiRow], path: str, title: str = "Collection succe
         ax.legend(fontsize="small", loc="lower left")
     import matplotlib.dates as mdates
 
-    ax.xaxis.set_major_locator(mdates.DayLocator())
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+    ax.xaxis.set_major_locator(mdates.DayLocator())  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))  # type: ignore[no-untyped-call]
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path)

@@ -36,7 +36,7 @@ def demo_cmd(
         settings = settings_from(ctx, config)
         with console.status("starting the database (embedded PostgreSQL unless a DSN is configured)..."):
             dsn = resolve_dsn(settings)
-            migrate(dsn)
+            migrate(dsn, settings)
         result = asyncio.run(run_demo(settings, dsn, console=console, minutes=minutes, speed=speed))
     except HeadendError as exc:
         raise fail(exc) from None

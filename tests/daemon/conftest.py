@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +11,11 @@ import pytest
 from headend.fleetconfig import DaemonSettings
 from headend.settings import Settings
 
-# Only while the store's schema has not landed: the read-table columns the daemon writes and queries.
-STORE_STANDIN = """
-CREATE TABLE IF NOT EXISTS interval_reads (meter text NOT NULL, quantity text NOT NULL, ts timestamptz NOT NULL,
-    value double precision, unit text NOT NULL DEFAULT '', quality integer NOT NULL DEFAULT 0,
-    source text NOT NULL DEFAULT '', version integer NOT NULL DEFAULT 1);
-CREATE TABLE IF NOT EXISTS register_reads (LIKE interval_reads INCLUDING DEFAULTS);
-"""
-
 
 @pytest.fixture
-def daemon_dsn(fresh_dsn: str) -> Iterator[str]:
-    with psycopg.connect(str(fresh_dsn), autocommit=True) as c:
-        if c.execute("SELECT to_regclass('interval_reads')").fetchone() == (None,):
-            c.execute(STORE_STANDIN)
-    yield str(fresh_dsn)
+def daemon_dsn(fresh_dsn: str) -> str:
+    """A fresh database with every migration (the store's and the daemon's) applied."""
+    return str(fresh_dsn)
 
 
 def make_settings(dsn: str, data_dir: Path, **daemon: Any) -> Settings:
