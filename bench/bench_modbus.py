@@ -66,19 +66,25 @@ async def run(url: str, seconds: float, rounds: int, use_uvloop: bool) -> dict[s
     decode = [b.points for b in blocks]
     await headend_poll(url, 0.3)  # warm-up (connect, imports, caches)
     rates: dict[str, list[float]] = {"bare": [], "bare+decode": [], "headend": []}
+    cpu: dict[str, list[float]] = {"bare": [], "bare+decode": [], "headend": []}
     paired: list[float] = []
     paired_decode: list[float] = []
+
+    async def measure(kind: str) -> None:
+        c0 = time.process_time()
+        if kind == "headend":
+            n = await headend_poll(url, seconds)
+        else:
+            n = await bare_tcp_poll(host, int(port), requests, duration=seconds,
+                                    decode=decode if kind == "bare+decode" else None)
+        cpu[kind].append((time.process_time() - c0) / max(n, 1) * 1e6)
+        rates[kind].append(n / seconds)
+
     for i in range(rounds):
         # alternate the order so neither side always runs first after a pause
-        first_bare = i % 2 == 0
-        if first_bare:
-            rates["bare"].append(await bare_tcp_poll(host, int(port), requests, duration=seconds) / seconds)
-        rates["headend"].append(await headend_poll(url, seconds) / seconds)
-        if not first_bare:
-            rates["bare"].append(await bare_tcp_poll(host, int(port), requests, duration=seconds) / seconds)
-        rates["bare+decode"].append(
-            await bare_tcp_poll(host, int(port), requests, duration=seconds, decode=decode) / seconds
-        )
+        order = ["bare", "headend"] if i % 2 == 0 else ["headend", "bare"]
+        for kind in [*order, "bare+decode"]:
+            await measure(kind)
         paired.append(rates["headend"][-1] / rates["bare"][-1])
         paired_decode.append(rates["headend"][-1] / rates["bare+decode"][-1])
     med = {k: statistics.median(v) for k, v in rates.items()}
@@ -92,6 +98,8 @@ async def run(url: str, seconds: float, rounds: int, use_uvloop: bool) -> dict[s
         "uvloop": use_uvloop,
         "polls_per_s_median": {k: round(v, 1) for k, v in med.items()},
         "requests_per_s_bare": round(med["bare"] * len(requests), 1),
+        # client-process CPU per poll (the simulator runs in its own process): what the layers cost
+        "client_cpu_us_per_poll_median": {k: round(statistics.median(v), 1) for k, v in cpu.items()},
         # the median of per-round ratios: each head-end slice against the bare slice next to it
         "ratio_headend_vs_bare": round(statistics.median(paired), 3),
         "ratio_headend_vs_bare_decode": round(statistics.median(paired_decode), 3),
@@ -100,22 +108,42 @@ async def run(url: str, seconds: float, rounds: int, use_uvloop: bool) -> dict[s
     }
 
 
+async def run_in_process(seconds: float, rounds: int, use_uvloop: bool) -> dict[str, object]:
+    """The same comparison with the simulator in this event loop (real TCP sockets, no process
+    switch per request): both sides pay the same simulator CPU, the OS scheduling noise is gone."""
+    from simulators.modbus.server import ModbusSimulator
+
+    sim = ModbusSimulator.build("generic_terminal", devices=1)
+    port = await sim.start_tcp("127.0.0.1", 0)
+    try:
+        result = await run(f"tcp://127.0.0.1:{port}", seconds, rounds, use_uvloop)
+    finally:
+        await sim.stop()
+    result["simulator"] = "same event loop"
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=1.0, help="length of one measuring slice")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--uvloop", action="store_true", help="uvloop in both processes")
+    ap.add_argument("--in-process", action="store_true", help="run the simulator in the benchmark's event loop")
     a = ap.parse_args()
     if a.uvloop:
         import uvloop
 
         uvloop.install()
-    proc, url = start_simulator(a.uvloop)
-    try:
-        result = asyncio.run(run(url, a.seconds, a.rounds, a.uvloop))
-    finally:
-        proc.terminate()
-        proc.wait(5)
+    if a.in_process:
+        result = asyncio.run(run_in_process(a.seconds, a.rounds, a.uvloop))
+    else:
+        proc, url = start_simulator(a.uvloop)
+        try:
+            result = asyncio.run(run(url, a.seconds, a.rounds, a.uvloop))
+        finally:
+            proc.terminate()
+            proc.wait(5)
+        result["simulator"] = "separate process"
     print(json.dumps(result, indent=2))
     ok = float(result["ratio_headend_vs_bare"]) >= 0.9  # type: ignore[arg-type]
     print(f"head-end / bare pymodbus = {result['ratio_headend_vs_bare']} (goal >= 0.9): {'OK' if ok else 'BELOW GOAL'}")

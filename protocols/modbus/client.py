@@ -87,6 +87,7 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 _Decoder = Callable[[Sequence[int]], dict[str, float]]
+_CachedPlan = tuple[list[tuple[str, str, str]], list[tuple["ReadBlock", _Decoder]]]
 TRACE_LOG = logging.getLogger("headend.trace")
 TRACE = 5
 
@@ -224,13 +225,10 @@ class ModbusLink:
 
     async def read(self, function: Function, address: int, count: int, device_id: int) -> list[int]:
         """Registers (or 0/1 bits) of one read request."""
-        c = self._client
-        reader = self._readers[function]
-        if not c.connected:
+        if self._client.ctx.transport is None:  # closed or never opened: the head-end reopens it
             await self.ensure_open()
-        self.last_rx = b""
         try:
-            rr = await reader(address, count=count, device_id=device_id)
+            rr = await self._readers[function](address, count=count, device_id=device_id)
         except ModbusException as exc:
             raise self._typed(exc, device_id, f"read {function} {address}+{count}") from exc
         except OSError as exc:
@@ -243,7 +241,7 @@ class ModbusLink:
             if len(bits) < count:
                 raise RemoteProtocolError(f"short bit read from unit {device_id}: {len(bits)} of {count}")
             return bits
-        regs = list(rr.registers)
+        regs: list[int] = rr.registers
         if len(regs) != count:
             raise RemoteProtocolError(f"unit {device_id} returned {len(regs)} registers, asked {count}")
         return regs
@@ -312,7 +310,8 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         self.maps = {k: (v if isinstance(v, RegisterMap) else load_map(v)) for k, v in (maps or {}).items()}
         self._clock = clock or (lambda: datetime.now(UTC))
         self._done: OrderedDict[str, ControlResult] = OrderedDict()  # request_id -> result (idempotency)
-        self._plans: dict[tuple[str, int, tuple[str, ...]], tuple[list[Point], list[tuple[ReadBlock, _Decoder]]]] = {}
+        # (map id, quantities) -> ((code, point name, unit) per reading, [(block, decoder)]): planned once
+        self._plans: dict[tuple[int, tuple[str, ...]], _CachedPlan] = {}
         self.source = f"modbus:{spec.name}"
 
     @classmethod
@@ -443,18 +442,19 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         self, device: str, quantities: Sequence[str], *, priority: Priority = Priority.ON_DEMAND
     ) -> list[Reading]:
         rmap = self.map_for(device)
-        key = (rmap.name, id(rmap), tuple(quantities))
+        key = (id(rmap), tuple(quantities))
         cached = self._plans.get(key)
         if cached is None:
             points = rmap.for_quantities(list(quantities) or rmap.quantities())
-            cached = self._plans[key] = (points, self._plan(rmap, points))
+            fields = [(p.quantity or p.name, p.name, p.unit) for p in points]
+            cached = self._plans[key] = (fields, self._plan(rmap, points))
             if len(self._plans) > 256:
                 self._plans.pop(next(iter(self._plans)))
-        points, plan = cached
+        fields, plan = cached
         values = await self._run_plan(device, plan, priority)
         ts = self._clock()
-        src = self.source
-        return [Reading(device, p.quantity or p.name, ts, values[p.name], p.unit, Quality.GOOD, src) for p in points]
+        src, good = self.source, Quality.GOOD
+        return [Reading(device, code, ts, values[name], unit, good, src) for code, name, unit in fields]
 
     async def aclose(self) -> None:
         self.link.close()
