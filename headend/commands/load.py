@@ -82,6 +82,14 @@ async def _connect(dsn: str) -> Any:
     return conn
 
 
+def _default_map(ctx: typer.Context, port: str, map_name: str | None) -> str | None:
+    """--map, else the URL's ?map=, else the configured ``load.default_map``."""
+    if map_name or "map=" in port:
+        return map_name
+    cfg = getattr(settings_from(ctx), "load", None)
+    return None if cfg is None else str(cfg.default_map)
+
+
 def _open(protocol: str, port: str, map_name: str | None, timeout: float | None) -> MeterClient:
     opts: dict[str, Any] = {}
     if protocol == "modbus" and map_name:
@@ -124,6 +132,7 @@ def _command(
             raise ConfigError("no database for the audit: configure database.dsn or pass --no-audit")
         if no_audit:
             LOGGER.warning("load command %s sent WITHOUT audit by %s", request.request_id, operator)
+        map_name = _default_map(ctx, port, map_name) if protocol == "modbus" else map_name
         out = asyncio.run(_send(dsn, protocol, port, map_name, timeout, request))
     except HeadendError as exc:
         raise fail(exc) from None
@@ -211,10 +220,15 @@ STATUS_QUANTITIES = ("power.active.total", "limit.power", "relay.state", "keep_p
 
 @load_app.command("status")
 def status_cmd(
-    device: DeviceOpt, port: PortOpt, protocol: ProtocolOpt = "modbus", map_name: MapOpt = None,
+    ctx: typer.Context, device: DeviceOpt, port: PortOpt, protocol: ProtocolOpt = "modbus", map_name: MapOpt = None,
     timeout: TimeoutOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Read the terminal's load-control state: power, limit, relay, keep-power, balance."""
+    if protocol == "modbus":
+        try:
+            map_name = _default_map(ctx, port, map_name)
+        except HeadendError as exc:
+            raise fail(exc) from None
 
     async def run() -> list[tuple[str, float, str]]:
         client = _open(protocol, port, map_name, timeout)
