@@ -86,20 +86,21 @@ class Reader:
                 self.errors += 1
 
 
-async def main(buses: int, meters: int, baseline_s: float, server_dsn: str) -> dict[str, Any]:
+async def main(buses: int, meters: int, baseline_s: float, server_dsn: str, reads: bool = True,
+               pool: int = 32) -> dict[str, Any]:
     name = f"bench_control_{os.getpid()}"
     with psycopg.connect(server_dsn, autocommit=True) as c:
         c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     dsn = psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
     try:
         migrate(dsn, timescaledb="off")
-        return await _run(dsn, buses, meters, baseline_s)
+        return await _run(dsn, buses, meters, baseline_s, reads, pool)
     finally:
         with psycopg.connect(server_dsn, autocommit=True) as c:
             c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-async def _run(dsn: str, buses: int, meters: int, baseline_s: float) -> dict[str, Any]:
+async def _run(dsn: str, buses: int, meters: int, baseline_s: float, reads: bool, pool: int) -> dict[str, Any]:
     sims: list[MeterBusSimulator] = []
     clients: dict[str, Dlt645Client] = {}
     routes: dict[str, Route] = {}
@@ -130,10 +131,10 @@ async def _run(dsn: str, buses: int, meters: int, baseline_s: float) -> dict[str
                                    roles={"plan": ["planner"], "approve": ["approver"], "execute": ["operator"]})
         secrets = load_secrets(None, {"HEADEND_METER_PASSWORD": "123456", "HEADEND_OPERATOR_CODE": "00000001"})
         ex = Executor(dsn, settings, MeterDirectory(routes), secrets, clients=clients, now=lambda: AT,
-                      pool_size=16)
+                      pool_size=pool)
         readers = [Reader(clients[bus], [a for a, r in routes.items() if r.bus == bus]) for bus in clients]
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(r.run(stop)) for r in readers]
+        tasks = [asyncio.create_task(r.run(stop)) for r in readers] if reads else []
         async with ex:
             async with ex.pool.connection() as aconn:
                 t = time.monotonic()
@@ -173,6 +174,7 @@ async def _run(dsn: str, buses: int, meters: int, baseline_s: float) -> dict[str
             "scheduled_reads_per_s_baseline": round(base_rate, 1),
             "scheduled_reads_per_s_during_control": round(during_rate, 1),
             "scheduled_throughput_ratio": round(during_rate / base_rate, 3) if base_rate else None,
+            "scheduled_reads": reads, "db_pool": pool,
             "scheduled_read_bound_per_s": round(buses / READ_COST, 1),
             "service_mean_s": round(statistics.fmean(service), 3) if service else None,
         }
@@ -188,10 +190,12 @@ def cli() -> None:
     ap.add_argument("--buses", type=int, default=100)
     ap.add_argument("--meters", type=int, default=10)
     ap.add_argument("--baseline", type=float, default=8.0, help="seconds of scheduled reads alone")
+    ap.add_argument("--no-reads", action="store_true", help="no scheduled reads (control traffic alone)")
+    ap.add_argument("--pool", type=int, default=32, help="database connections of the executor")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     server = os.environ.get("HEADEND_TEST_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-    out = asyncio.run(main(a.buses, a.meters, a.baseline, server))
+    out = asyncio.run(main(a.buses, a.meters, a.baseline, server, not a.no_reads, a.pool))
     if a.json:
         print(json.dumps(out, indent=2))
     else:

@@ -284,13 +284,16 @@ class Executor:
         started = _time.monotonic()
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                """UPDATE control_commands SET claimed_by = %s, claimed_until = now() + make_interval(secs => %s)
+                """UPDATE control_commands c SET claimed_by = %s, claimed_until = now() + make_interval(secs => %s)
                     WHERE id = %s AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = %s)
-                RETURNING id""", (self.executor_id, CLAIM_SECONDS, command_id, self.executor_id))
-            if await cur.fetchone() is None:
+                RETURNING (SELECT utility FROM control_accounts a WHERE a.account = c.account)""",
+                (self.executor_id, CLAIM_SECONDS, command_id, self.executor_id))
+            row = await cur.fetchone()
+            if row is None:
                 return None
+            first = await self._reload(conn, command_id)
         try:
-            cmd = await self._drive(command_id, operator)
+            cmd = await self._drive(first, row[0], operator)
         except HeadendError as exc:  # e.g. no route or no password for this meter: the others go on
             LOGGER.error("command %s not executed: %s", command_id, exc)
             async with self.pool.connection() as conn:
@@ -315,10 +318,8 @@ class Executor:
             raise HeadendError(f"no command {command_id}")
         return cmd
 
-    async def _drive(self, command_id: int, operator: str) -> Command:
-        async with self.pool.connection() as conn:
-            cmd = await self._reload(conn, command_id)
-            policy = self.planner.policy(await self._utility(conn, cmd))
+    async def _drive(self, cmd: Command, utility: str | None, operator: str) -> Command:
+        policy = self.planner.policy(utility)
         relay_cmd = RelayCommand(cmd.command)
         target = TARGETS[relay_cmd]
         for _ in range(4 * policy.max_attempts + 4):  # bounded: every path below makes progress
@@ -362,13 +363,6 @@ class Executor:
                                                                                  f"{cmd.attempts} attempts")
                 continue
         return cmd
-
-    async def _utility(self, conn: AsyncConnection[Any], cmd: Command) -> str | None:
-        if not cmd.account:
-            return None
-        cur = await conn.execute("SELECT utility FROM control_accounts WHERE account = %s", (cmd.account,))
-        row = await cur.fetchone()
-        return str(row[0]) if row else None
 
     async def _still_wanted(self, cmd: Command, operator: str) -> bool:
         """Before a retry of a cut: a payment meanwhile cancels it (failed --paid--> cancelled)."""
