@@ -158,6 +158,7 @@ class Dlt645Client(MeterClient, RelayControl):
         self.lock = PriorityLock()
         self.conn = MasterConnection(self.quirks)
         self._failing: set[str] = set()  # meters whose last request failed: not retried
+        self._no_block: set[tuple[str, int]] = set()  # (meter, block DI) the meter refused
         self.stats: dict[str, int] = {"requests": 0, "replies": 0, "timeouts": 0, "bad_frames": 0, "skipped": 0}
 
     # -- construction ---------------------------------------------------------------
@@ -510,12 +511,13 @@ class Dlt645Client(MeterClient, RelayControl):
         for di, codes in sorted(blocks.items(), key=lambda kv: -len(kv[1])):
             codes = [c for c in codes if c not in got]
             singles = {registry.dis_for_quantity(c)[0] for c in codes}
-            if len(codes) < 2 or len(singles) < 2:
+            if len(codes) < 2 or len(singles) < 2 or (device, di) in self._no_block:
                 continue
             try:
                 res = await self.read_raw(device, di, priority=priority)
             except DeviceError:
-                continue  # the meter has no such block: read the items one by one
+                self._no_block.add((device, di))  # remembered: next time the items are read one by one
+                continue
             for r in self._readings(res):
                 if r.quantity in codes and r.quantity not in got:
                     got[r.quantity] = r

@@ -112,3 +112,18 @@ async def test_1997_items_agree_with_their_2007_counterparts() -> None:
                 assert v97.value == pytest.approx(v07.value, abs=0.51), f"{d97:04X}"
             else:
                 assert v97.value == v07.value, f"{d97:04X}"
+
+
+async def test_block_refused_falls_back_to_single_items_once() -> None:
+    block = _READERS.pop(0x0201FF00)  # this meter model has no voltage block
+    try:
+        async with MeterBusSimulator(1, transport="virtual") as sim:
+            async with Dlt645Client.from_url(sim.url, timeout=0.3) as client:
+                for _ in range(2):
+                    readings = await client.read(M1, ["voltage.a", "voltage.b"])
+                    assert [r.quantity for r in readings] == ["voltage.a", "voltage.b"]
+                dis = [int.from_bytes(f.frame.data[:4], "little") for f in sim.received]
+                assert dis.count(0x0201FF00) == 1  # refused once, then not asked again
+                assert dis.count(0x02010100) == 2
+    finally:
+        _READERS[0x0201FF00] = block
