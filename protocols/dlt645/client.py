@@ -44,6 +44,7 @@ from protocols.dlt645.events import (
     BroadcastTimeSync,
     ChangeBaud,
     ChangeBaudResponse,
+    ChangePassword,
     ControlCommand,
     ErrorResponse,
     EventClear,
@@ -410,6 +411,17 @@ class Dlt645Client(MeterClient, RelayControl):
         if isinstance(reply, ChangeBaudResponse) and reply.baud is not None:
             return reply.baud
         return baud
+
+    async def change_password(
+        self, address: str, credentials: Credentials, level: int, new_password: str, *,
+        priority: int = Priority.CONTROL,
+    ) -> None:
+        """18H: set the password of ``level`` (DI 04000C01 + level) with the authority of ``credentials``."""
+        if not 0 <= level <= 9:
+            raise LocalProtocolError("password levels are 0..9")
+        req = ChangePassword(address, 0x04000C01 + level, Password(credentials.password_level, credentials.password),
+                             Password(level, new_password))
+        await self.request(req, priority=priority, side_effect=True)
 
     async def max_demand_reset(self, address: str, credentials: Credentials, *,
                                priority: int = Priority.CONTROL) -> None:

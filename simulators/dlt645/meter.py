@@ -20,6 +20,7 @@ from protocols.dlt645.events import (
     BroadcastTimeSync,
     ChangeBaud,
     ChangeBaudResponse,
+    ChangePassword,
     ErrorResponse,
     EventClear,
     Freeze,
@@ -432,6 +433,19 @@ class SimMeter:
             self.events.close += 1
             self.events.last_close = (self.clock(), operator)
 
+    # 18H change password ------------------------------------------------------------
+    def _change_password(self, req: ChangePassword) -> list[Reply]:
+        level = (req.di & 0xFF) - 1  # 04000C01..0A: password of level 0..9
+        if req.di >> 8 != 0x04000C or not 0 <= level <= 9 or req.new.level != level:
+            raise _Reject(ERR_OTHER)
+        self._check_password(req.old)
+        if req.old.level > level:
+            raise _Reject(ERR_PASSWORD)  # a lower authority cannot set a higher one
+        self.passwords[level] = req.new.password.upper()
+        self.events.programming += 1
+        data = bytes((level,)) + bytes.fromhex(req.new.password.rjust(6, "0"))[::-1]
+        return [Ack(self.address, Function.CHANGE_PASSWORD, data)]
+
     # 08H broadcast time sync --------------------------------------------------------------
     def _time_sync(self, req: BroadcastTimeSync) -> list[Reply]:
         self.set_clock(req.time)
@@ -743,4 +757,5 @@ _HANDLERS: dict[type, Callable[[SimMeter, Any], list[Reply]]] = {
     MeterClear: SimMeter._meter_clear,
     EventClear: SimMeter._event_clear,
     RemoteControl: SimMeter._control,
+    ChangePassword: SimMeter._change_password,
 }

@@ -87,6 +87,16 @@ async def test_write_time_and_wrong_password(bus: Bus) -> None:
     assert ei.value.code & 0x04 and "password" in ei.value.flags
 
 
+async def test_change_password(bus: Bus) -> None:
+    sim, client = bus
+    await client.change_password(M2, GOOD, 4, "112233")
+    assert sim.meters[M2].passwords[4] == "112233"
+    await client.meter_clear(M2, Credentials(password="112233", password_level=4))
+    with pytest.raises(DeviceError) as ei:  # level 4 may not set the level-2 password
+        await client.change_password(M2, Credentials(password="112233", password_level=4), 2, "000001")
+    assert "password" in ei.value.flags
+
+
 async def test_write_address() -> None:
     async with MeterBusSimulator(1, transport="tcp") as sim:
         async with Dlt645Client.from_url(sim.url, timeout=0.3) as client:
