@@ -337,7 +337,15 @@ def plot_meter(conn: Connection[Any], meter: str, start: datetime, end: datetime
         return np.asarray(ts, dtype=np.float64) / 86400.0
 
     fig, ax = plt.subplots(figsize=(12, 4.5), dpi=100)
-    ax.plot(_times(raw.ts), raw.value, lw=0.9, color="tab:blue", label="raw reads")
+    t_raw = raw.ts.astype(np.int64)
+    v_raw = raw.value
+    if t_raw.size > 1:  # break the line where reads are missing instead of drawing across the gap
+        step = int(np.median(np.diff(t_raw)))
+        brk = np.flatnonzero(np.diff(t_raw) > 1.5 * step)
+        t_raw = np.insert(t_raw, brk + 1, t_raw[brk] + step)
+        v_raw = np.insert(v_raw, brk + 1, np.nan)
+    ax.plot(_times(t_raw), v_raw, lw=0.9, color="tab:blue", label="raw reads", drawstyle="steps-post",
+            marker="." if len(raw) < 200 else None, ms=3)
     est = (ver.quality & 1) != 0
     if est.any():
         ax.scatter(_times(ver.ts[est]), ver.value[est], s=8, color="tab:orange", label="estimated", zorder=3)
@@ -347,13 +355,15 @@ def plot_meter(conn: Connection[Any], meter: str, start: datetime, end: datetime
                    zorder=3)
     exc = conn.execute("SELECT rule, severity, start_ts, end_ts FROM vee_exceptions WHERE meter = %s AND "
                        "start_ts < %s AND end_ts > %s ORDER BY start_ts", (meter, end, start)).fetchall()
-    colours = {"error": "tab:red", "warning": "gold", "info": "lightgrey"}
-    seen: set[str] = set()
+    palette = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "gold", "tab:gray"]
+    rule_colour: dict[str, str] = {}
     for rule, sev, s_ts, e_ts in exc:
-        lab = f"{rule} ({sev})" if rule not in seen else None
-        seen.add(rule)
-        ax.axvspan(s_ts.timestamp() / 86400, max(e_ts, s_ts + timedelta(minutes=15)).timestamp() / 86400, alpha=0.25,
-                   color=colours.get(sev, "grey"), label=lab)
+        first = rule not in rule_colour
+        colour = rule_colour.setdefault(rule, palette[len(rule_colour) % len(palette)])
+        ax.axvspan(s_ts.timestamp() / 86400, max(e_ts, s_ts + timedelta(minutes=15)).timestamp() / 86400,
+                   alpha=0.22 if (e_ts - s_ts) <= timedelta(hours=6) else 0.08, color=colour,
+                   hatch="//" if sev == "error" else None,
+                   label=f"{rule} ({sev})" if first else None)
     events = storeio.load_events(conn, [meter], start, end)
     for i, (_, ts, etype) in enumerate(events):
         ax.axvline(ts.timestamp() / 86400, color="purple", ls="--", lw=1, label="event: " + etype if i == 0 else None)

@@ -227,7 +227,8 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
         findings.append(rules.check_count_per_day(rows_ok, ts_ok, m_n, b, step))
     # --- interval grid checks
     findings.append(rules.check_gaps(win, w0, step, th))
-    findings.append(rules.check_spikes(win, w0, step, th))
+    spikes = rules.check_spikes(win, w0, step, th)
+    findings.append(spikes)
     daily, day_start, hist_daily = _daily(base, t0, step, s_col, per_day)
     hi, lo = rules.check_high_low(daily, hist_daily, day_start, th)
     findings += [hi, lo]
@@ -235,8 +236,15 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         hist_max = np.nanmax(hist_daily, axis=1) if hist_daily.shape[1] else np.full(m_n, np.nan)
-    findings.append(rules.check_running_fast(win, w0, step, th, multiplier=mult, history_daily_max=hist_max,
-                                             daily=daily, day_start=day_start))
+    fast = rules.check_running_fast(win, w0, step, th, multiplier=mult, history_daily_max=hist_max,
+                                    daily=daily, day_start=day_start)
+    findings.append(fast)
+    # values that failed an interval-level check are rejected: estimated like missing ones (raw kept)
+    rejected = np.zeros(win.shape, dtype=bool)
+    for f, sel in ((spikes, np.ones(len(spikes), dtype=bool)),
+                   (fast, fast.values.get("basis", np.zeros(0)) == "rating")):
+        if len(f) and sel.any():
+            rejected[f.rows[sel], (f.start[sel] - w0) // step] = True
     wn = win.shape[1]
     g: dict[str, FloatArray | None] = {q: _grid_for(inst, k, m_n, w0, step, wn) for k, q in enumerate(INSTANT_Q)}
     cur = {p: a for p in "abc" if (a := g[f"current.{p}"]) is not None}
@@ -288,11 +296,13 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
     # --- estimation of the target range
     est_grid = base
     new_est = np.zeros(win.shape, dtype=bool)
-    if do_estimate and np.isnan(win).any():
+    if do_estimate and (np.isnan(win).any() or rejected.any()):
         reg_cols, reg_vals = _midnight_registers(regs, m_n, t0, step, n, per_day)
         day_type = _day_types(first_day, -(-n // per_day))
-        usable = ~np.isnan(base)
-        res = estimate(base, per_day=per_day, day_type=day_type,
+        to_fill = base.copy()
+        to_fill[:, s_col:][rejected] = np.nan
+        usable = ~np.isnan(to_fill)
+        res = estimate(to_fill, per_day=per_day, day_type=day_type,
                        linear_max=max(int(th.estimate_blend_hours * 3600 // step), 1),
                        like_days=th.estimate_like_days, decay=th.estimate_decay_hours * 3600 / step,
                        usable=usable, reg_cols=reg_cols, reg_values=reg_vals)
@@ -300,7 +310,7 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
         new_est = res.estimated[:, s_col:]
         summary.estimates += int(new_est.sum())
         summary.new_versions += _store_estimates(conn, meters, est_grid[:, s_col:], res.method[:, s_col:], new_est,
-                                                 edits, w0, step, summary.run_id, operator)
+                                                 edits, w0, step, summary.run_id, operator, rejected)
         # estimates are validated again
         reval = [rules.check_spikes(np.where(new_est, est_grid[:, s_col:], np.nan), w0, step, th)]
         for f in reval:
@@ -486,7 +496,7 @@ def _register_checks(regs: storeio.Readings, meters: list[str], th: Thresholds, 
 
 def _store_estimates(conn: Connection[Any], meters: list[str], values: FloatArray, method: npt.NDArray[np.int8],
                      new: npt.NDArray[np.bool_], prior: storeio.Readings, w0: int, step: int, run_id: int,
-                     operator: str) -> int:
+                     operator: str, rejected: npt.NDArray[np.bool_] | None = None) -> int:
     """Insert estimates as new versions, skipping cells whose standing version already has that value."""
     r, c = np.nonzero(new)
     if r.size == 0:
@@ -503,7 +513,9 @@ def _store_estimates(conn: Connection[Any], meters: list[str], values: FloatArra
         if not np.isnan(old) and abs(old - v) < 1e-9:
             continue
         rows.append((meters[mi], INTERVAL_Q, datetime.fromtimestamp(t, UTC), ver + 1, v,
-                     int(Quality.ESTIMATED), method_name(int(method[mi, ci])), "missing interval",
+                     int(Quality.ESTIMATED), method_name(int(method[mi, ci])),
+                     "rejected value (failed validation)" if rejected is not None and rejected[mi, ci]
+                     else "missing interval",
                      operator or "vee", run_id))
     if rows:
         with conn.cursor() as cur:

@@ -40,6 +40,7 @@ def area(vee_dsn: str) -> dict[str, object]:
         conn.execute("INSERT INTO transformer_areas (code, check_meter, transformer_kva) VALUES (%s, %s, 200)",
                      (code, check))
         install(conn, check, meter_class="ct")
+        conn.execute("UPDATE meters SET ct_ratio = 50, multiplier = 50 WHERE address = %s", (check,))
         for m in customers:
             install(conn, m, area=code, meter_class="single_phase")
         rows = []

@@ -82,13 +82,18 @@ def test_run_stores_exceptions_estimates_and_orders(conn: psycopg.Connection, fl
     # the 12 missing intervals are estimated as new versions, raw untouched
     vers = conn.execute("SELECT ts, version, value, quality, method, operator FROM read_versions WHERE meter = %s "
                         "ORDER BY ts", (fleet["faulty"],)).fetchall()
-    assert len(vers) == 12 and s.new_versions == 12
+    assert len(vers) == 12 and s.new_versions == 12 + 1  # the gap, and the rejected spike of the spiky meter
     assert all(v[1] == 1 and v[3] == 1 and v[4] in ("linear", "shape", "shape+scaled", "linear+scaled")
                for v in vers)
     for ts, _, value, *_ in vers:
         assert value == pytest.approx(profile(ts), abs=0.05)
     raw = conn.execute("SELECT count(*) FROM interval_reads WHERE meter = %s", (fleet["faulty"],)).fetchone()
     assert raw == (8 * 96 - 12,)
+
+    # the spike is rejected: estimated like a missing value, the raw 5.0 kept in the store
+    spk = conn.execute("SELECT value, reason FROM read_versions WHERE meter = %s", (fleet["spiky"],)).fetchall()
+    assert len(spk) == 1 and spk[0][1].startswith("rejected") and spk[0][0] == pytest.approx(
+        profile(DAY + timedelta(minutes=15 * 80)), abs=0.05)
 
     # work orders: one per meter and type
     orders = conn.execute("SELECT type, status FROM work_orders WHERE meter = %s ORDER BY type",
