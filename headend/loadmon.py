@@ -208,16 +208,32 @@ async def upsert_limit(conn: Any, limit: LoadLimit, operator: str) -> None:
     )
 
 
+# crossing kind -> meter_events severity (1 critical .. 5 info)
+_SEVERITY = {"power_limit_exceeded": 2, "demand_limit_exceeded": 2, "power_limit_cleared": 4,
+             "demand_limit_cleared": 4}
+
+
 async def store_events(conn: Any, events: Sequence[LoadEvent]) -> int:
+    """Store crossings as meter events (``meter_events``, code = kind, deduplicated on
+    (meter, code, ts)) and in ``load_events`` (value, limit, customer), in one transaction."""
     if not events:
         return 0
     from psycopg.types.json import Jsonb
 
-    async with conn.cursor() as cur:
+    async with conn.transaction(), conn.cursor() as cur:
         await cur.executemany(
             """INSERT INTO load_events (ts, meter, customer, kind, value, limit_value, details)
                VALUES (%s, %s, %s, %s, %s, %s, %s)""",
             [(e.ts, e.meter, e.customer, e.kind, e.value, e.limit, Jsonb(dict(e.details))) for e in events],
+        )
+        await cur.executemany(
+            """INSERT INTO meter_events (meter, code, ts, severity, source, detail)
+               VALUES (%s, %s, %s, %s, 'loadmon', %s) ON CONFLICT (meter, code, ts) DO NOTHING""",
+            [
+                (e.meter, e.kind, e.ts, _SEVERITY.get(e.kind, 3),
+                 Jsonb({"value": e.value, "limit": e.limit, "customer": e.customer, **dict(e.details)}))
+                for e in events
+            ],
         )
     return len(events)
 
@@ -233,21 +249,33 @@ async def audit_command(
     reason: str = "",
     readback: Mapping[str, float] | None = None,
 ) -> None:
-    """Append one row to ``load_control_log`` (phase: requested / result / unknown / error)."""
+    """Append one row to ``load_control_log`` (phase: requested / result / unknown / error) and
+    one to the store's ``audit_log`` (actor = operator, action = ``load.<command>.<phase>``), together."""
     from psycopg.types.json import Jsonb
 
-    await conn.execute(
-        """INSERT INTO load_control_log (request_id, phase, device, channel, protocol, command, value,
-               circuit, operator, accepted, reason, readback, tx_frame, rx_frame)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-        (
-            request.request_id, phase, request.device, channel, protocol, request.command.value, request.value,
-            request.circuit, request.operator_id, None if result is None else result.accepted,
-            reason or (result.reason if result is not None else ""), Jsonb(dict(readback or {})),
-            result.tx.hex(" ") if result is not None and result.tx else None,
-            result.rx.hex(" ") if result is not None and result.rx else None,
-        ),
-    )
+    accepted = None if result is None else result.accepted
+    why = reason or (result.reason if result is not None else "")
+    async with conn.transaction():
+        await conn.execute(
+            """INSERT INTO load_control_log (request_id, phase, device, channel, protocol, command, value,
+                   circuit, operator, accepted, reason, readback, tx_frame, rx_frame)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+            (
+                request.request_id, phase, request.device, channel, protocol, request.command.value, request.value,
+                request.circuit, request.operator_id, accepted, why, Jsonb(dict(readback or {})),
+                result.tx.hex(" ") if result is not None and result.tx else None,
+                result.rx.hex(" ") if result is not None and result.rx else None,
+            ),
+        )
+        await conn.execute(
+            "INSERT INTO audit_log (actor, action, target, detail) VALUES (%s, %s, %s, %s)",
+            (
+                request.operator_id, f"load.{request.command.value}.{phase}", request.device,
+                Jsonb({"request_id": request.request_id, "value": request.value, "circuit": request.circuit,
+                       "channel": channel, "protocol": protocol, "accepted": accepted, "reason": why,
+                       "readback": dict(readback or {})}),
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -34,7 +33,6 @@ from protocols.factory import open_client
 __all__ = ["load_app", "register"]
 
 LOGGER = logging.getLogger(__name__)
-MIGRATION = Path(__file__).resolve().parents[2] / "mdm" / "migrations" / "0030_load_control.sql"
 
 load_app = typer.Typer(help="Load control: power limit, trip/restore, keep-power (保电), prepaid top-up (购电).",
                        no_args_is_help=True)
@@ -64,11 +62,16 @@ def _dsn(ctx: typer.Context) -> str | None:
         return settings.database.dsn
 
 
-async def _ensure_schema(conn: Any) -> None:
-    cur = await conn.execute("SELECT to_regclass('load_control_log') IS NOT NULL")
+async def _ensure_schema(conn: Any, dsn: str) -> None:
+    """Apply pending migrations (the store's runner) when the load-control tables are missing."""
+    cur = await conn.execute(
+        "SELECT to_regclass('load_control_log') IS NOT NULL AND to_regclass('audit_log') IS NOT NULL"
+    )
     row = await cur.fetchone()
     if not row[0]:
-        await conn.execute(MIGRATION.read_text(encoding="utf-8"))
+        from mdm.migrate import migrate
+
+        await asyncio.to_thread(migrate, dsn)
 
 
 async def _connect(dsn: str) -> Any:
@@ -78,7 +81,7 @@ async def _connect(dsn: str) -> Any:
         conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
         raise ConfigError(f"cannot reach the audit database: {exc}") from None
-    await _ensure_schema(conn)
+    await _ensure_schema(conn, dsn)
     return conn
 
 

@@ -84,6 +84,12 @@ def test_load_commands_are_read_back_and_audited(
     assert b2 <= b1 + 0.01, "the same order number is applied once"
     assert len(_rows(pg_dsn, "order-77")) == 4  # both attempts audited
 
+    with psycopg.connect(pg_dsn) as conn:
+        audit = conn.execute(
+            "SELECT actor, action, detail->>'accepted' FROM audit_log WHERE detail->>'request_id' = 'cli-trip-1'"
+            " ORDER BY id"
+        ).fetchall()
+    assert audit == [("alice", "load.trip_circuit.requested", None), ("alice", "load.trip_circuit.result", "false")]
     with psycopg.connect(pg_dsn, autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("DELETE FROM load_control_log")
 

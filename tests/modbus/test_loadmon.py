@@ -71,6 +71,14 @@ async def test_limits_and_events_in_the_database(pg_dsn: str) -> None:
             "SELECT kind, value, limit_value FROM load_events WHERE meter = 'mb-7' ORDER BY ts"
         )
         assert await cur.fetchall() == [("power_limit_exceeded", 50.0, 45.0), ("power_limit_cleared", 30.0, 45.0)]
+        # the same crossings are meter events (the store's meter_events), deduplicated on (meter, code, ts)
+        assert await store_events(conn, events[:1]) == 1
+        cur = await conn.execute(
+            "SELECT code, severity, source, detail->>'limit' FROM meter_events WHERE meter = 'mb-7' ORDER BY ts"
+        )
+        assert await cur.fetchall() == [
+            ("power_limit_exceeded", 2, "loadmon", "45.0"), ("power_limit_cleared", 4, "loadmon", "45.0"),
+        ]
 
 
 @pytest.mark.parametrize("bad", ['[load]\nlimits = [{target = "1", power_kw = -5}]\n', "[load]\ncolour = 1\n"])
