@@ -52,6 +52,7 @@ from protocols.dlt645.events import (
     MaxDemandReset,
     MeterClear,
     Password,
+    RawRequest,
     ReadAddress,
     ReadAddressResponse,
     ReadRequest,
@@ -464,6 +465,15 @@ class Dlt645Client(MeterClient, RelayControl):
 
         rx = reply_bytes(reply) if isinstance(reply, Ack) else b""
         return ControlResult("", True, "", tx, rx)
+
+    async def raw(
+        self, address: str, control: int, data: bytes = b"", *, priority: int = Priority.CONTROL,
+        side_effect: bool = True,
+    ) -> Reply:
+        """Any function as plain DATA (03H ESAM authentication, 1C with PA 98H ciphertext produced by
+        the utility's encryption machine...): opaque pass-through, the reply as an event."""
+        return await self.request(RawRequest(address, control, bytes(data)), priority=priority,
+                                  side_effect=side_effect)
 
     async def broadcast_time_sync(self, when: datetime | None = None) -> datetime:
         """08H to 99…99 with the time in the bus's zone (ss mm hh DD MM YY); no reply."""

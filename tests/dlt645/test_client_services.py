@@ -199,6 +199,15 @@ async def test_unknown_di_is_no_data(bus: Bus) -> None:
     assert ei.value.flags == ("no_data",) and ei.value.device == M1
 
 
+async def test_raw_pass_through(bus: Bus) -> None:
+    _, client = bus
+    with pytest.raises(DeviceError) as ei:  # no ESAM in the simulator: 03H is refused
+        await client.raw(M1, 0x03, bytes(8))
+    assert ei.value.flags == ("other",)
+    reply = await client.raw(M1, 0x13, side_effect=False)  # any function, the codec's reply event back
+    assert getattr(reply, "address", None) == M1
+
+
 async def test_1997_read(bus: Bus) -> None:
     sim, client = bus
     res = await client.read_raw_1997(M1, 0x9010)
