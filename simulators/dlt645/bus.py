@@ -38,6 +38,7 @@ __all__ = ["BusStats", "MeterBusSimulator", "ReceivedFrame"]
 LOGGER = logging.getLogger(__name__)
 TRACE_LOG = logging.getLogger("headend.trace")  # `headend --trace sim dlt645` shows the simulator's side
 TRACE = 5
+LINE_CHUNK = 16  # bytes per write when line time is emulated (a UART FIFO's worth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,10 +363,19 @@ class MeterBusSimulator:
             out = self._apply_faults(m.faults, out)
         delay = m.faults.value(Fault.SLOW)
         if self.line_time:
-            delay += len(raw) * ct + self.turnaround + len(out) * ct
+            # The reply starts after the request's wire time and the turnaround, then goes out at
+            # line speed, a chunk at a time (so a long reply at a low rate arrives gradually).
+            delay += len(raw) * ct + self.turnaround
             self.stats.line_seconds += len(raw) * ct + self.turnaround + len(out) * ct
-        await self._sleep_until(t0 + delay)
-        conn.write(out)
+            t = t0 + delay
+            for i in range(0, len(out), LINE_CHUNK):
+                chunk = out[i : i + LINE_CHUNK]
+                t += len(chunk) * ct
+                await self._sleep_until(t)
+                conn.write(chunk)
+        else:
+            await self._sleep_until(t0 + delay)
+            conn.write(out)
         if TRACE_LOG.isEnabledFor(TRACE):
             TRACE_LOG.log(TRACE, "%s %s %s", f"sim:{self.url}", "TX", out.hex(" "))
         self.stats.replies += 1

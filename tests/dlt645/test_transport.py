@@ -102,3 +102,17 @@ async def test_virtual_channel() -> None:
     # The simulator went away: reopening fails at once, no hang.
     with pytest.raises(TransportError):
         await client.read(M1, ["voltage.a"])
+
+
+async def test_long_reply_at_a_low_rate_outlasts_the_response_timeout() -> None:
+    """A 212-byte reply frame takes ~0.24 s at 9600 baud: it trickles in 16 bytes at a time and the
+    inter-byte timeout keeps the read alive past the 0.15 s response timeout."""
+    async with MeterBusSimulator(1, transport="virtual", baud=9600, parity="E", line_time=True, turnaround=0.02,
+                                 reply_preamble=0) as sim:
+        meter = sim.meters[M1]
+        first, _ = meter.profile_slots()
+        async with Dlt645Client.from_url(sim.url, timeout=0.15, inter_byte_timeout=0.1) as client:
+            t0 = time.monotonic()
+            res = await client.read_raw(M1, 0x06000001, count=2, start=first)
+            elapsed = time.monotonic() - t0
+    assert res.frames == 2 and elapsed > 0.15  # longer than the response timeout, yet complete
