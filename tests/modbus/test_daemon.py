@@ -96,3 +96,30 @@ async def test_demo_hooks(pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn) as conn:
         n = conn.execute("SELECT count(*) FROM load_control_log WHERE operator = 'demo-operator'").fetchone()
     assert n is not None and n[0] == 4
+
+
+async def test_modbus_readings_enter_the_store_like_any_other(pg_dsn: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """One reading model: Modbus readings go through mdm.ingest.Ingestor into the same read tables."""
+    from mdm.ingest import Ingestor
+    from protocols.modbus.client import ModbusClient
+
+    sim = ModbusSimulator.build("generic_terminal", devices=1)
+    port = await sim.start_tcp()
+    client = ModbusClient.from_url(f"tcp://127.0.0.1:{port}")
+    try:
+        readings = await client.read("LMT9001@1", ["energy.active.import", "voltage.a", "interval.demand.active"])
+        assert {r.meter for r in readings} == {"LMT9001@1"}  # NAME@UNIT: unit 1, globally unique name
+    finally:
+        await client.aclose()
+        await sim.stop()
+    async with Ingestor(pg_dsn, spool_dir=tmp_path / "spool") as ing:
+        await ing.submit(readings)
+        await ing.flush()
+    with psycopg.connect(pg_dsn) as conn:
+        regs = conn.execute(
+            "SELECT quantity, source FROM register_reads WHERE meter = 'LMT9001@1' ORDER BY quantity"
+        ).fetchall()
+        intervals = conn.execute("SELECT quantity FROM interval_reads WHERE meter = 'LMT9001@1'").fetchall()
+    assert [q for q, _ in regs] == ["energy.active.import", "voltage.a"]
+    assert all(src.startswith("modbus:") for _, src in regs)
+    assert intervals == [("interval.demand.active",)]
