@@ -509,7 +509,8 @@ class Executor:
     async def _escalate(self, cmd: Command, operator: str, why: str) -> None:
         async with self._tx() as conn:
             evidence = {"summary": f"remote {cmd.kind} not confirmed: {why}", "command_id": cmd.id,
-                        "attempts": cmd.attempts, "relay_state": cmd.relay_state, "account": cmd.account}
+                        "key": f"cmd-{cmd.id}", "attempts": cmd.attempts, "relay_state": cmd.relay_state,
+                        "account": cmd.account}
             wo = await raise_field_order(conn, cmd, evidence)
             await store.transition(conn, cmd, Event.ESCALATE, operator=operator, reason=why, work_order_id=wo,
                                    details={"work_order": wo})
