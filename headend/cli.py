@@ -42,6 +42,9 @@ COMMAND_MODULES: list[str] = [
     "headend.commands.vee",
     "headend.commands.anomalies",
     "headend.commands.workorders",
+    "headend.commands.db",  # meter data store: db migrate|status|maintain|stop
+    "headend.commands.meters",
+    "headend.commands.reads",  # defines reads_app (show|daily|import); reads_edit below extends it
     "headend.commands.reads_edit",  # adds `reads edit|versions` to the store's reads group
 ]
 
