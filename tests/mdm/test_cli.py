@@ -54,7 +54,7 @@ def test_meters_add_list_import_export(run, tmp_path: Path) -> None:  # type: ig
     f = tmp_path / "m.csv"
     f.write_text("address,protocol,ct_ratio,time_zone\n000000000002,dlt645,1,Asia/Shanghai\n"
                  ",dlt645,1,\n000000000003,modbus,-5,\n000000000004,modbus,1,Mars/Olympus\n")
-    code, out, err = run("meters", "import", str(f), "--json")
+    code, out, _ = run("meters", "import", str(f), "--json")
     res = json.loads(out)
     assert code == ExitCode.PARTIAL and res["created"] == 1
     assert [r["line"] for r in res["rejected"]] == [3, 4, 5]
