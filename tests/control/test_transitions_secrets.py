@@ -126,3 +126,20 @@ def test_log_masking_covers_trace_dumps_and_messages(caplog: pytest.LogCaptureFi
     text = caplog.text.lower()
     assert "a1b2c3" not in text and "24681357" not in text and le not in text
     assert text.count("***") >= 3
+
+
+def test_example_configs_load() -> None:
+    from datetime import date
+    from pathlib import Path
+
+    from headend.control.calendar import load_calendar
+    from headend.settings import load_settings
+
+    root = Path(__file__).resolve().parents[2] / "config"
+    s = load_settings(root / "control.example.toml")
+    assert s.control.policy("industrial").reconnect_mode == "close_permit"
+    assert s.control.policy("nope").notice_days == 7  # unknown utility -> default
+    cal = load_calendar(root / "holidays.example.toml", "default")
+    assert cal.holiday(date(2026, 10, 1)) == "National Day" and not cal.is_rest_day(date(2026, 2, 14))
+    store = load_secrets(root / "secrets.example.toml", {})
+    assert store.credentials("000000000007", "alice").password_level == 4
