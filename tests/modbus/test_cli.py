@@ -141,3 +141,33 @@ def test_sim_modbus_cli_serves_tcp() -> None:
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+def test_load_commands_over_mqtt(mqtt_broker, mqtt_prefix: str, pg_dsn: str,  # type: ignore[no-untyped-def]
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same CLI, audit and read-back with --protocol mqtt (the MQTT terminal fleet simulator)."""
+    import asyncio
+    import threading
+
+    from simulators.mqtt.fleet import MqttTerminalFleet
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    fleet = MqttTerminalFleet(mqtt_broker.host, mqtt_broker.port, 2, prefix=mqtt_prefix, interval=5.0)
+    asyncio.run_coroutine_threadsafe(fleet.start(), loop).result(20)
+    monkeypatch.setenv("HEADEND_DATABASE__DSN", pg_dsn)
+    port = f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}?prefix={mqtt_prefix}"
+    try:
+        base = ["--device", "LMT00001", "--operator", "dave", "--port", port, "--protocol", "mqtt", "--json"]
+        r = runner.invoke(app, ["load", "trip", "--request-id", "mqtt-trip-1", *base])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["readback"]["relay.state"] == 1
+        r = runner.invoke(app, ["load", "limit", "--kw", "33", *base])
+        assert r.exit_code == 0, r.output
+        assert [row[0] for row in _rows(pg_dsn, "mqtt-trip-1")] == ["requested", "result"]
+    finally:
+        asyncio.run_coroutine_threadsafe(fleet.stop(), loop).result(20)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
