@@ -17,7 +17,7 @@
     the steady state.
 
     python -m bench.bench_bus                 # about 140 s (20 s + 2 x 60 s)
-    python -m bench.bench_bus --quick         # about 70 s, noisier
+    python -m bench.bench_bus --quick         # about 100 s, noisier
 """
 
 from __future__ import annotations
@@ -98,13 +98,13 @@ def main() -> None:
     ap.add_argument("--efficiency-seconds", type=float, default=20.0)
     ap.add_argument("--breaker-seconds", type=float, default=60.0)
     ap.add_argument("--timeout", type=float, default=0.7, help="response timeout (Td <= 500 ms + request time)")
-    ap.add_argument("--quick", action="store_true", help="shorter runs (10 s / 30 s)")
+    ap.add_argument("--quick", action="store_true", help="shorter runs (10 s / 45 s)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--compare-no-breaker", action="store_true",
                     help="also run (b) with the breaker off, to show what it buys")
     args = ap.parse_args()
     if args.quick:
-        args.efficiency_seconds, args.breaker_seconds = 10.0, 30.0
+        args.efficiency_seconds, args.breaker_seconds = 10.0, 45.0
     silent = max(1, round(args.meters * 0.1))
 
     a = asyncio.run(poll(args.transport, 4, 0, args.efficiency_seconds, args.timeout))
