@@ -187,8 +187,9 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
     per_day = 86400 // step
 
     iq = [INTERVAL_Q, EXPORT_Q]
-    raw = storeio.load_readings(conn, storeio.INTERVAL_TABLE, iq, meters, hist_start, end, with_superseded=True)
-    versions = storeio.load_versions(conn, [INTERVAL_Q], meters, hist_start, end)
+    # the range itself in full; history as daily sums, and in full only for meters that need estimating
+    raw = storeio.load_readings(conn, storeio.INTERVAL_TABLE, iq, meters, start, end, with_superseded=True)
+    versions = storeio.load_versions(conn, [INTERVAL_Q], meters, start, end)
     inst = _concat(storeio.load_readings(conn, storeio.REGISTER_TABLE, INSTANT_Q, meters, start, end),
                    storeio.load_readings(conn, storeio.INTERVAL_TABLE, INSTANT_Q, meters, start, end))
     regs = storeio.load_readings(conn, storeio.REGISTER_TABLE, [REGISTER_Q, *TARIFF_Q], meters,
@@ -229,7 +230,8 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
     findings.append(rules.check_gaps(win, w0, step, th))
     spikes = rules.check_spikes(win, w0, step, th)
     findings.append(spikes)
-    daily, day_start, hist_daily = _daily(base, t0, step, s_col, per_day)
+    daily, day_start, _ = _daily(base, t0, step, s_col, per_day)
+    hist_daily = storeio.daily_sums(conn, meters, first_day, th.history_days, zone.key, step)
     hi, lo = rules.check_high_low(daily, hist_daily, day_start, th)
     findings += [hi, lo]
     mult = np.array([info[m].multiplier for m in meters])
@@ -297,6 +299,8 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
     est_grid = base
     new_est = np.zeros(win.shape, dtype=bool)
     if do_estimate and (np.isnan(win).any() or rejected.any()):
+        need = np.flatnonzero(np.isnan(win).any(axis=1) | rejected.any(axis=1))
+        _fill_history(conn, base, [meters[i] for i in need], need, hist_start, start, t0, step, s_col)
         reg_cols, reg_vals = _midnight_registers(regs, m_n, t0, step, n, per_day)
         day_type = _day_types(first_day, -(-n // per_day))
         to_fill = base.copy()
@@ -380,6 +384,23 @@ def _multiplier_findings(mgrid: FloatArray, tgrid: IntArray, start: datetime, en
                           "meter {meter}: CT/PT multiplier changed from {old} to {new} between {start} and {end}")
 
 
+def _fill_history(conn: Connection[Any], base: FloatArray, names: list[str], rows: IntArray, hist_start: datetime,
+                  start: datetime, t0: int, step: int, s_col: int) -> None:
+    """Load the history intervals (raw, then edits on top) of the meters that need estimating into ``base``."""
+    if not names:
+        return
+    h_raw = storeio.load_readings(conn, storeio.INTERVAL_TABLE, [INTERVAL_Q], names, hist_start, start)
+    h_ver = storeio.load_versions(conn, [INTERVAL_Q], names, hist_start, start)
+    hist = build_grid(h_raw, len(names), t0, step, s_col)
+    edited = h_ver.quality & int(Quality.EDITED) != 0
+    if edited.any():
+        sub = storeio.Readings(h_ver.meter[edited], h_ver.quantity[edited], h_ver.ts[edited], h_ver.value[edited],
+                               h_ver.quality[edited], h_ver.version[edited])
+        eg = build_grid(sub, len(names), t0, step, s_col)
+        hist = np.where(np.isnan(eg), hist, eg)
+    base[rows, :s_col] = hist
+
+
 def _concat(a: storeio.Readings, b: storeio.Readings) -> storeio.Readings:
     if len(b) == 0:
         return a
@@ -453,9 +474,12 @@ def _register_checks(regs: storeio.Readings, meters: list[str], th: Thresholds, 
                 out.append(rules.check_exchange(segment, reads, tsm[0] if m_n == 1 else tsm.max(axis=0)))
             dec, roll = rules.check_register_decrease(reads, tsm, th, segment=segment)
             out += [dec, roll]
-            # sum check: intervals between the first and last register read of the range
-            last = first + np.bincount(mtr, minlength=m_n) - 1
-            has = np.bincount(mtr, minlength=m_n) >= 2
+            # sum check: intervals between the first and last register read inside the range
+            inside = ts >= s_ts
+            cnt_in = np.bincount(mtr[inside], minlength=m_n)
+            first = np.searchsorted(mtr, np.arange(m_n)) + np.bincount(mtr[~inside], minlength=m_n)
+            last = first + cnt_in - 1
+            has = cnt_in >= 2
             rows = np.flatnonzero(has)
             if rows.size:
                 fi, la = first[rows], last[rows]
