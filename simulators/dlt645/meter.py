@@ -405,6 +405,7 @@ class SimMeter:
             self.relay_armed = False
             if not self.relay_open:
                 self.relay_open = True
+                self.physics.set_supply(False, self.true_now())
                 self.events.trip += 1
                 self.events.last_trip = (self.clock(), operator)
         elif command == "close_permit":
@@ -430,6 +431,7 @@ class SimMeter:
         self.relay_armed = False
         if self.relay_open:
             self.relay_open = False
+            self.physics.set_supply(True, self.true_now())
             self.events.close += 1
             self.events.last_close = (self.clock(), operator)
 

@@ -90,6 +90,7 @@ class MeterPhysics:
         base = EnergySnapshot(k, 0.0, (k * 0.1, k * 0.3, k * 0.4, k * 0.2), zero, (k * 0.3, 0.0, 0.0, 0.0))
         self._cum: list[EnergySnapshot] = [base]  # cumulative at the start of slot k
         self._net: list[float] = []  # net kW in slot k (import > 0)
+        self._outages: list[tuple[datetime, datetime | None]] = []  # relay open intervals
         # Max demand since the last reset: (kW, slot start)
         self.max_demand: tuple[float, datetime] = (0.0, self.epoch)
         self._md_reset_slot = 0
@@ -111,7 +112,8 @@ class MeterPhysics:
         while len(self._cum) <= k:
             j = len(self._net)
             start = self.slot_start(j)
-            kw = self.net_kw(start)
+            frac = self._supplied(start, start + timedelta(seconds=SLOT_S)) / SLOT_S
+            kw = self.net_kw(start) * frac  # average over the slot: nothing flows while the relay is open
             self._net.append(kw)
             c = self._cum[-1]
             e = kw * SLOT_S / 3600.0
@@ -137,7 +139,9 @@ class MeterPhysics:
         k = self.slot_of(t)
         self._extend(k + 1)
         c0, c1 = self._cum[k], self._cum[k + 1]
-        f = ((t - self.slot_start(k)).total_seconds()) / SLOT_S
+        s0 = self.slot_start(k)
+        whole = self._supplied(s0, s0 + timedelta(seconds=SLOT_S))
+        f = self._supplied(s0, t) / whole if whole > 0 else 0.0
 
         def lerp(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, float, float, float]:
             v = [x + (y - x) * f for x, y in zip(a, b, strict=True)]
@@ -147,6 +151,28 @@ class MeterPhysics:
             c0.imp + (c1.imp - c0.imp) * f, c0.exp + (c1.exp - c0.exp) * f, lerp(c0.imp_t, c1.imp_t),
             lerp(c0.exp_t, c1.exp_t), lerp(c0.q, c1.q),
         )
+
+    def set_supply(self, on: bool, at: datetime) -> None:
+        """The relay opened (``on=False``) or closed at ``at``: energy stops or resumes from then."""
+        if not on and (not self._outages or self._outages[-1][1] is not None):
+            self._outages.append((at, None))
+        elif on and self._outages and self._outages[-1][1] is None:
+            self._outages[-1] = (self._outages[-1][0], at)
+        else:
+            return
+        k = self.slot_of(at)  # slots from here on are recomputed with the new supply
+        del self._cum[k + 1 :]
+        del self._net[k:]
+
+    def _supplied(self, a: datetime, b: datetime) -> float:
+        """Seconds in [a, b) with the supply on."""
+        total = max(0.0, (b - a).total_seconds())
+        for start, end in self._outages:
+            lo = max(a, start)
+            hi = b if end is None else min(b, end)
+            if hi > lo:
+                total -= (hi - lo).total_seconds()
+        return max(0.0, total)
 
     def slot_kw(self, k: int) -> float:
         self._extend(k + 1)

@@ -69,3 +69,28 @@ def test_fault_parsing() -> None:
         parse_faults("000000000003:explode")
     with pytest.raises(ValueError):
         parse_faults("no-colon")
+
+
+async def test_no_energy_flows_while_the_relay_is_open() -> None:
+    from protocols.client import Credentials, RelayCommand
+    from protocols.dlt645.client import Dlt645Client
+
+    async with MeterBusSimulator(1, transport="virtual") as sim:
+        meter = sim.meters["000000000001"]
+        async with Dlt645Client.from_url(sim.url, timeout=0.3) as client:
+            until = datetime.now(UTC) + timedelta(days=1)
+            (before,) = await client.read("000000000001", ["energy.active.import"])
+            assert (await client.control("000000000001", RelayCommand.TRIP, Credentials("123456"), until)).accepted
+            at_trip = meter.energy_import
+            assert at_trip >= before.value - 0.01  # never goes backwards
+            sim.advance(3 * 3600)
+            assert meter.energy_import == pytest.approx(at_trip, abs=1e-9)
+            (off,) = await client.read("000000000001", ["power.active.total"])
+            assert off.value == 0
+            assert (await client.control("000000000001", RelayCommand.CLOSE_DIRECT, Credentials("123456"),
+                                         until + timedelta(hours=3))).accepted
+            sim.advance(3600)
+            assert meter.energy_import > at_trip + 0.01
+            # The outage shows in the load profile: three hours of empty intervals.
+            empty = [kwh for _, kwh in meter.load_profile[-15:-5]]
+            assert max(empty) == pytest.approx(0.0, abs=1e-9)
