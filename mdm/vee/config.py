@@ -28,6 +28,7 @@ class Thresholds(BaseModel):
     # gaps / counts / time
     gap_min_intervals: int = Field(1, description="a run of this many missing intervals is a gap")
     gap_error_intervals: int = Field(8, description="gaps this long or longer are errors, shorter ones warnings")
+    comm_min_failed: int = Field(6, description="read jobs failed (none ok) in the range: communication failure")
     future_tolerance_s: int = Field(300, description="timestamps this far ahead of now are in the future")
     clock_drift_warn_s: float = Field(60.0, description="|meter clock - head-end| above this: warning")
     clock_drift_error_s: float = Field(300.0, description="above this: error (beyond broadcast-sync reach)")

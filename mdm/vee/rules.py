@@ -100,6 +100,7 @@ RULES: dict[str, RuleInfo] = {r.id: r for r in [
     RuleInfo("multiplier_change", "warning", "CT/PT multiplier changed"),
     RuleInfo("meter_exchange", "info", "meter exchanged: reads across it are not consumption"),
     RuleInfo("prolonged_estimation", "error", "too many estimated intervals"),
+    RuleInfo("comm_failure", "error", "every read job of the range failed (collection side)"),
 ]}
 
 

@@ -52,8 +52,9 @@ INSTANT_Q = ["voltage.a", "voltage.b", "voltage.c", "current.a", "current.b", "c
 
 #: rule -> (work order type, lowest severity that raises it)
 RULE_ORDERS: dict[str, tuple[wo.WorkOrderType, str]] = {
-    "gap": (wo.WorkOrderType.MANUAL_REREAD, "error"),
-    "day_count": (wo.WorkOrderType.COMM_INSPECTION, "error"),
+    "gap": (wo.WorkOrderType.MANUAL_REREAD, "error"),  # a whole day or more missing: comm inspection
+    "comm_failure": (wo.WorkOrderType.COMM_INSPECTION, "error"),
+    "day_count": (wo.WorkOrderType.CLOCK_ERROR, "error"),  # more intervals than the day holds: time stamps
     "prolonged_estimation": (wo.WorkOrderType.MANUAL_REREAD, "error"),
     "future": (wo.WorkOrderType.CLOCK_ERROR, "error"),
     "clock_drift": (wo.WorkOrderType.CLOCK_ERROR, "error"),
@@ -330,6 +331,7 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
         prev_mask[edits.meter[est_prev][ok], pc[ok]] = True
     findings.append(rules.check_prolonged_estimation(prev_mask | new_est, w0, step, th))
 
+    findings.append(_comm_failures(conn, meters, start, end, th))
     findings = _explain_by_clock(findings, th, mult, m_n)
     recs: list[rules.VeeException] = []
     for f in findings:
@@ -382,6 +384,30 @@ def _multiplier_findings(mgrid: FloatArray, tgrid: IntArray, start: datetime, en
     return rules.Findings("multiplier_change", r.astype(np.int64), tgrid[r, c], tgrid[r, c + 1] + 1,
                           {"old": prev[r, c], "new": cur[r, c]},
                           "meter {meter}: CT/PT multiplier changed from {old} to {new} between {start} and {end}")
+
+
+def _comm_failures(conn: Connection[Any], meters: list[str], start: datetime, end: datetime,
+                   th: Thresholds) -> rules.Findings:
+    """Meters whose read jobs for the range all failed (at least ``comm_min_failed``): the collection side."""
+    empty = rules.Findings("comm_failure", np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                           np.zeros(0, dtype=np.int64))
+    if not storeio.columns(conn, "read_jobs"):
+        return empty
+    rows = conn.execute(
+        "SELECT meter, count(*) FILTER (WHERE status = 'failed'), min(coalesce(slot, created_at)), "
+        "max(coalesce(slot, created_at)), max(error) FROM read_jobs WHERE meter = ANY(%s) "
+        "AND coalesce(slot, created_at) >= %s AND coalesce(slot, created_at) < %s GROUP BY meter "
+        "HAVING count(*) FILTER (WHERE status IN ('ok', 'partial')) = 0 AND count(*) FILTER (WHERE status = 'failed') "
+        ">= %s", (meters, start, end, th.comm_min_failed)).fetchall()
+    if not rows:
+        return empty
+    idx = {m: i for i, m in enumerate(meters)}
+    return rules.Findings(
+        "comm_failure", np.array([idx[r[0]] for r in rows], dtype=np.int64),
+        np.array([int(r[2].timestamp()) for r in rows], dtype=np.int64),
+        np.array([int(r[3].timestamp()) + 1 for r in rows], dtype=np.int64),
+        {"failed_jobs": np.array([r[1] for r in rows]), "last_error": np.array([str(r[4] or "")[:80] for r in rows])},
+        "meter {meter}: {failed_jobs} read jobs failed from {start} to {end}, none succeeded ({last_error})", "error")
 
 
 def _fill_history(conn: Connection[Any], base: FloatArray, names: list[str], rows: IntArray, hist_start: datetime,
@@ -578,7 +604,10 @@ def raise_orders_for_run(conn: Connection[Any], run_id: int) -> list[int]:
         rule_order = RULE_ORDERS.get(r[1])
         if rule_order is None or _SEV.get(r[2], 0) < _SEV[rule_order[1]]:
             continue
-        groups[(r[3], rule_order[0])].append(r)
+        wtype = rule_order[0]
+        if r[1] == "gap" and (r[5] - r[4]) >= timedelta(days=1):
+            wtype = wo.WorkOrderType.COMM_INSPECTION  # silent for a day or more: not a one-off re-read
+        groups[(r[3], wtype)].append(r)
     ids = []
     for (meter, wtype), items in groups.items():
         worst = min(_PRIORITY.get(i[2], 3) for i in items)

@@ -158,3 +158,22 @@ def test_register_drop_explained_by_a_fast_clock_is_not_a_meter_fault(conn: psyc
     assert dec and all(r.severity == "warning" and "clock is off" in r.explanation for r in dec)
     types = {t for (t,) in conn.execute("SELECT type FROM work_orders WHERE meter = %s", (m,)).fetchall()}
     assert "clock_error" in types and "meter_fault" not in types
+
+
+def test_failed_read_jobs_and_a_silent_day_raise_comm_inspection(conn: psycopg.Connection) -> None:
+    m = f"S{uuid.uuid4().hex[:8]}"
+    load_meter(conn, m, gap=(0, 96))  # nothing for the whole day
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO read_jobs (meter, plan, slot, status, error) VALUES (%s, 'profile', %s, "
+                        "'failed', 'NoResponseError')", [(m, DAY + timedelta(hours=h)) for h in range(8)])
+    ok = f"O{uuid.uuid4().hex[:8]}"
+    load_meter(conn, ok)
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO read_jobs (meter, plan, slot, status) VALUES (%s, 'profile', %s, %s)",
+                        [(ok, DAY + timedelta(hours=h), "failed" if h % 2 else "ok") for h in range(8)])
+    s = run_vee(conn, DAY, DAY + timedelta(days=1), meters=[m, ok], config=CFG, now=DAY + timedelta(days=2))
+    cf = [r for r in s.records if r.rule == "comm_failure"]
+    assert [r.meter for r in cf] == [m] and cf[0].values["failed_jobs"] == 8
+    types = {t for (t,) in conn.execute("SELECT type FROM work_orders WHERE meter = %s", (m,)).fetchall()}
+    assert "comm_inspection" in types and "manual_reread" not in types
+    assert conn.execute("SELECT count(*) FROM work_orders WHERE meter = %s", (ok,)).fetchone() == (0,)
