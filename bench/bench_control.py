@@ -1,6 +1,7 @@
 """Remote disconnect benchmark: 1,000 disconnects across 100 simulated buses, with scheduled reads.
 
-Set-up: 100 DL/T 645 buses (TCP simulators, 10 meters each), line-time emulation at 2400 baud
+Set-up: 100 DL/T 645 buses (TCP simulators, 10 meters each, in a child process: they stand for
+field equipment and must not share the head-end's event loop), line-time emulation at 2400 baud
 8E1 (11 bits a character) with a 50 ms meter turnaround, one client per bus shared by the
 scheduled reader and the control executor (so control traffic competes for the same bus lock,
 at Priority.CONTROL against Priority.SCHEDULED), PostgreSQL for every state change and audit row.
@@ -32,8 +33,10 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -58,6 +61,7 @@ CHAR = 11 / BAUD
 # reply: 12 + 4 DI + 2 status word + preamble.
 LINE_COST = (32 + (12 + REPLY_PREAMBLE) + 20 + (18 + REPLY_PREAMBLE)) * CHAR + 2 * TURNAROUND
 READ_COST = (20 + (12 + 4 + 4 + REPLY_PREAMBLE)) * CHAR + TURNAROUND  # one scheduled energy read
+REPO = str(Path(__file__).resolve().parents[1])
 AT = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # a Tuesday 10:00 in Shanghai: every time rule passes
 
 
@@ -100,24 +104,48 @@ async def main(buses: int, meters: int, baseline_s: float, server_dsn: str, read
             c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-async def _run(dsn: str, buses: int, meters: int, baseline_s: float, reads: bool, pool: int) -> dict[str, Any]:
+def _addresses(b: int, meters: int) -> list[str]:
+    return [f"{b * 1000 + k + 1:012d}" for k in range(meters)]
+
+
+async def serve_sims(buses: int, meters: int) -> None:
+    """Child process: the simulated buses. Prints their URLs as one JSON line; on "count" prints how
+    many relays are open; stops at end of input."""
     sims: list[MeterBusSimulator] = []
+    for b in range(buses):
+        sim = MeterBusSimulator(addresses=_addresses(b, meters), transport="tcp", baud=BAUD, line_time=True,
+                                turnaround=TURNAROUND, reply_preamble=REPLY_PREAMBLE, seed=b, history_days=0.1)
+        await sim.start()
+        sims.append(sim)
+    print(json.dumps([s.url for s in sims]), flush=True)
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        if line.strip() == "count":
+            print(sum(1 for s in sims for m in s.meters.values() if m.relay_open), flush=True)
+    for s in sims:
+        await s.stop()
+
+
+async def _run(dsn: str, buses: int, meters: int, baseline_s: float, reads: bool, pool: int) -> dict[str, Any]:
     clients: dict[str, Dlt645Client] = {}
     routes: dict[str, Route] = {}
     accounts: list[tuple[str, str]] = []
+    # The simulators are field equipment: they run in their own process, not on the head-end's event loop.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.bench_control", "--serve-sims", "--buses", str(buses), "--meters", str(meters),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        cwd=REPO)
+    assert proc.stdin is not None and proc.stdout is not None
     try:
-        for b in range(buses):
-            addrs = [f"{b * 1000 + k + 1:012d}" for k in range(meters)]
-            sim = MeterBusSimulator(addresses=addrs, transport="tcp", baud=BAUD, line_time=True,
-                                    turnaround=TURNAROUND, reply_preamble=REPLY_PREAMBLE, seed=b, history_days=0.1)
-            await sim.start()
-            sims.append(sim)
+        urls = json.loads(await asyncio.wait_for(proc.stdout.readline(), 120))
+        for b, url in enumerate(urls):
+            addrs = _addresses(b, meters)
             bus = f"bus-{b:03d}"
-            client = Dlt645Client.from_url(sim.url, timeout=1.0, inter_byte_timeout=0.2, breaker=False)
+            client = Dlt645Client.from_url(url, timeout=1.0, inter_byte_timeout=0.2, breaker=False)
             await client.open()
             clients[bus] = client
             for a in addrs:
-                routes[a] = Route(a, bus, "dlt645", sim.url)
+                routes[a] = Route(a, bus, "dlt645", url)
                 accounts.append((f"ACC{a}", a))
         with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
             cur.executemany("INSERT INTO control_accounts (account, meter) VALUES (%s, %s)", accounts)
@@ -157,7 +185,9 @@ async def _run(dsn: str, buses: int, meters: int, baseline_s: float, reads: bool
         service = [o.elapsed for o in ok]
         from_exec = [o.finished - t1 for o in ok]
         overhead = [s - LINE_COST for s in service]
-        relays_open = sum(1 for s in sims for m in s.meters.values() if m.relay_open)
+        proc.stdin.write(b"count\n")
+        await proc.stdin.drain()
+        relays_open = int(await proc.stdout.readline())
         return {
             "date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
@@ -181,8 +211,12 @@ async def _run(dsn: str, buses: int, meters: int, baseline_s: float, reads: bool
     finally:
         for c in clients.values():
             await c.aclose()
-        for s in sims:
-            await s.stop()
+        proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 def cli() -> None:
@@ -193,7 +227,11 @@ def cli() -> None:
     ap.add_argument("--no-reads", action="store_true", help="no scheduled reads (control traffic alone)")
     ap.add_argument("--pool", type=int, default=32, help="database connections of the executor")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--serve-sims", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.serve_sims:
+        asyncio.run(serve_sims(a.buses, a.meters))
+        return
     server = os.environ.get("HEADEND_TEST_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
     out = asyncio.run(main(a.buses, a.meters, a.baseline, server, not a.no_reads, a.pool))
     if a.json:

@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 
 from headend.control.secrets import mask_frame, mask_text
 
-__all__ = ["record"]
+__all__ = ["frame_text", "mask_text", "record"]
 
 _INSERT = """
 INSERT INTO control_audit (command_id, plan_id, meter, account, action, from_state, to_state,
@@ -26,7 +26,8 @@ RETURNING id
 """
 
 
-def _frame(raw: bytes | None, secrets: Iterable[str]) -> str | None:
+def frame_text(raw: bytes | None, secrets: Iterable[str]) -> str | None:
+    """A frame as stored: hex with the secret bytes masked."""
     if not raw:
         return None
     return mask_text(mask_frame(raw), secrets)
@@ -55,7 +56,7 @@ async def record(
     cur = await conn.execute(_INSERT, {
         "command_id": command_id, "plan_id": plan_id, "meter": meter, "account": account, "action": action,
         "from_state": from_state, "to_state": to_state, "operator": operator, "approver": approver,
-        "reason": mask_text(reason, secrets), "tx": _frame(tx, secrets), "rx": _frame(rx, secrets),
+        "reason": mask_text(reason, secrets), "tx": frame_text(tx, secrets), "rx": frame_text(rx, secrets),
         "details": Jsonb(dict(details or {})),
     })
     row = await cur.fetchone()

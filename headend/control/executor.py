@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from headend.control import store
@@ -282,18 +283,19 @@ class Executor:
     async def run_one(self, command_id: int, operator: str) -> Outcome | None:
         """Drive one command to a resting state; None when another executor holds its claim."""
         started = _time.monotonic()
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                """UPDATE control_commands c SET claimed_by = %s, claimed_until = now() + make_interval(secs => %s)
-                    WHERE id = %s AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = %s)
-                RETURNING (SELECT utility FROM control_accounts a WHERE a.account = c.account)""",
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"""UPDATE control_commands c SET claimed_by = %s, claimed_until = now() + make_interval(secs => %s)
+                     WHERE id = %s AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = %s)
+                 RETURNING {store.COLUMNS},
+                           (SELECT utility FROM control_accounts a WHERE a.account = c.account) AS utility""",
                 (self.executor_id, CLAIM_SECONDS, command_id, self.executor_id))
             row = await cur.fetchone()
             if row is None:
                 return None
-            first = await self._reload(conn, command_id)
+        utility = row.pop("utility")
         try:
-            cmd = await self._drive(first, row[0], operator)
+            cmd = await self._drive(Command(**row), utility, operator)
         except HeadendError as exc:  # e.g. no route or no password for this meter: the others go on
             LOGGER.error("command %s not executed: %s", command_id, exc)
             async with self.pool.connection() as conn:
@@ -307,10 +309,15 @@ class Executor:
                        started, _time.monotonic())
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """A pooled connection in a transaction, held only for the database work (never across bus I/O)."""
-        async with self.pool.connection() as conn, conn.transaction():
-            yield conn
+    async def _tx(self, transaction: bool = True) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection (in a transaction unless told otherwise: a single statement is atomic anyway),
+        held only for the database work, never across bus I/O."""
+        async with self.pool.connection() as conn:
+            if transaction:
+                async with conn.transaction():
+                    yield conn
+            else:
+                yield conn
 
     async def _reload(self, conn: AsyncConnection[Any], command_id: int) -> Command:
         cmd = await store.get_command(conn, command_id)
@@ -427,7 +434,7 @@ class Executor:
         credentials = self.secrets.credentials(cmd.meter, cmd.operator or operator)
         client = await self.clients.get(route)
         valid_until = datetime.now(UTC) + timedelta(minutes=valid_minutes)
-        async with self._tx() as conn:  # committed before the frame goes out
+        async with self._tx(transaction=False) as conn:  # one statement, committed before the frame goes out
             await store.transition(conn, cmd, event, operator=operator, attempts=cmd.attempts + 1,
                                    sent_at=self.now(), valid_until=valid_until,
                                    details={"command": relay_cmd.value, "attempt": cmd.attempts + 1,
@@ -457,12 +464,12 @@ class Executor:
             if readback is not None:
                 readback.cancel()
             reason = result.reason or "refused by the meter"
-            async with self._tx() as conn:
+            async with self._tx(transaction=False) as conn:
                 await store.transition(conn, cmd, Event.REFUSE, operator=operator, reason=reason, tx=tx, rx=rx,
                                        last_error=reason, relay_state=None, secrets=self._secret_values)
             return
         rb = await readback if readback is not None else await self._readback(cmd.meter, rb_attempts, rb_delay)
-        async with self._tx() as conn:
+        async with self._tx(transaction=cmd.kind == "reconnect") as conn:  # reconnect also supersedes
             if rb in target:
                 why = "read-back confirms" if error is None else \
                     f"no reply to the command ({error}); read-back confirms"

@@ -7,7 +7,6 @@ transaction, so the command row and its audit trail never disagree.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +14,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 
 from headend.control import audit
 from headend.control.directory import MeterDirectory
@@ -51,13 +51,13 @@ class Command:
     undoes: int | None
 
 
-_COLS = ("id, plan_id, account, meter, bus, kind, command, state, attempts, operator, approver, reason, created_at, "
+COLUMNS = ("id, plan_id, account, meter, bus, kind, command, state, attempts, operator, approver, reason, created_at, "
          "sent_at, confirmed_at, deadline_at, valid_until, relay_state, last_error, work_order_id, undoes")
 
 
 async def get_command(conn: AsyncConnection[Any], command_id: int, *, lock: bool = False) -> Command | None:
     async with conn.cursor(row_factory=class_row(Command)) as cur:
-        await cur.execute(f"SELECT {_COLS} FROM control_commands WHERE id = %s" + (" FOR UPDATE" if lock else ""),
+        await cur.execute(f"SELECT {COLUMNS} FROM control_commands WHERE id = %s" + (" FOR UPDATE" if lock else ""),
                           (command_id,))
         return await cur.fetchone()
 
@@ -65,7 +65,7 @@ async def get_command(conn: AsyncConnection[Any], command_id: int, *, lock: bool
 async def list_commands(conn: AsyncConnection[Any], where: str = "TRUE", params: Sequence[Any] = (),
                         limit: int = 1000) -> list[Command]:
     async with conn.cursor(row_factory=class_row(Command)) as cur:
-        await cur.execute(f"SELECT {_COLS} FROM control_commands WHERE {where} ORDER BY id LIMIT {int(limit)}",
+        await cur.execute(f"SELECT {COLUMNS} FROM control_commands WHERE {where} ORDER BY id LIMIT {int(limit)}",
                           params)
         return await cur.fetchall()
 
@@ -85,22 +85,31 @@ async def transition(
 ) -> State:
     """Move ``cmd`` by ``event`` (validated against the table), update columns, append the audit row."""
     new = next_state(cmd.state, event)
-    sets = ["state = %s", "updated_at = now()"]
-    params: list[Any] = [new.value]
+    sets = ["state = %(new_state)s", "updated_at = now()"]
+    params: dict[str, Any] = {"new_state": new.value, "id": cmd.id, "old_state": cmd.state}
     for k, v in fields.items():
         if k not in Command.__slots__:  # column names come from the dataclass, never from input
             raise ValueError(k)
-        sets.append(f"{k} = %s")
-        params.append(v)
-    cur = await conn.execute(f"UPDATE control_commands SET {', '.join(sets)} WHERE id = %s AND state = %s",
-                             [*params, cmd.id, cmd.state])
-    if cur.rowcount != 1:
+        sets.append(f"{k} = %(f_{k})s")
+        params[f"f_{k}"] = v
+    secrets = tuple(secrets)
+    params.update({
+        "action": f"command.{event.value}", "operator": operator, "approver": fields.get("approver", cmd.approver),
+        "plan_id": cmd.plan_id, "meter": cmd.meter, "account": cmd.account,
+        "reason": audit.mask_text(reason or cmd.reason, secrets), "tx": audit.frame_text(tx, secrets),
+        "rx": audit.frame_text(rx, secrets), "details": Jsonb(dict(details or {})),
+    })
+    # One statement: the row moves and its audit row is written atomically, in one round trip.
+    cur = await conn.execute(
+        f"""WITH moved AS (UPDATE control_commands SET {', '.join(sets)}
+                            WHERE id = %(id)s AND state = %(old_state)s RETURNING id)
+            INSERT INTO control_audit (command_id, plan_id, meter, account, action, from_state, to_state,
+                                       operator, approver, reason, tx_frame, rx_frame, details)
+            SELECT id, %(plan_id)s, %(meter)s, %(account)s, %(action)s, %(old_state)s, %(new_state)s,
+                   %(operator)s, %(approver)s, %(reason)s, %(tx)s, %(rx)s, %(details)s FROM moved
+            RETURNING id""", params)
+    if await cur.fetchone() is None:
         raise RuntimeError(f"command {cmd.id} changed under us (expected state {cmd.state})")
-    await audit.record(conn, action=f"command.{event.value}", operator=operator,
-                       approver=fields.get("approver", cmd.approver),
-                       command_id=cmd.id, plan_id=cmd.plan_id, meter=cmd.meter, account=cmd.account,
-                       from_state=cmd.state, to_state=new.value, reason=reason or cmd.reason, tx=tx, rx=rx,
-                       details=details, secrets=secrets)
     cmd.state = new.value
     for k, v in fields.items():
         setattr(cmd, k, v)
@@ -116,27 +125,30 @@ async def load_accounts(
     where, params = ("a.account = ANY(%s)", [list(accounts)]) if accounts is not None else ("TRUE", [])
     cur = await conn.execute(
         f"""SELECT a.account, ca.meter, a.amount, a.days_overdue, coalesce(ca.utility, 'default'),
-                   a.cleared_at IS NOT NULL
+                   a.cleared_at IS NOT NULL,
+                   (SELECT coalesce(json_agg(json_build_array(n.kind, n.delivered_at, n.method)), '[]')
+                      FROM notices n WHERE n.account = a.account),
+                   (SELECT coalesce(json_agg(json_build_array(e.kind, e.until, e.note)), '[]')
+                      FROM exemptions e WHERE e.account = a.account AND e.since <= now())
               FROM arrears a LEFT JOIN control_accounts ca ON ca.account = a.account
              WHERE {where} ORDER BY a.account""", params)
-    rows = await cur.fetchall()
-    names = [r[0] for r in rows]
-    notices: dict[str, list[Notice]] = defaultdict(list)
-    cur = await conn.execute("SELECT account, kind, delivered_at, method FROM notices WHERE account = ANY(%s)",
-                             (names,))
-    for acc, kind, delivered, method in await cur.fetchall():
-        notices[acc].append(Notice(kind, delivered, method))
-    exemptions: dict[str, list[Exemption]] = defaultdict(list)
-    cur = await conn.execute("SELECT account, kind, until, note FROM exemptions WHERE account = ANY(%s) "
-                             "AND since <= now()", (names,))
-    for acc, kind, until, note in await cur.fetchall():
-        exemptions[acc].append(Exemption(kind, until, note))
     return [
         AccountState(account=acc, meter=meter, amount=float(amount), days_overdue=int(days), utility=util,
-                     bus=directory.bus_of(meter), notices=tuple(notices[acc]), exemptions=tuple(exemptions[acc]),
-                     cleared=bool(cleared))
-        for acc, meter, amount, days, util, cleared in rows
+                     bus=directory.bus_of(meter), cleared=bool(cleared),
+                     notices=tuple(Notice(k, _ts(d), m) for k, d, m in notices),
+                     exemptions=tuple(Exemption(k, _ts(u), note) for k, u, note in exemptions))
+        for acc, meter, amount, days, util, cleared, notices, exemptions in await cur.fetchall()
     ]
+
+
+def _ts(value: str | None) -> datetime | None:
+    """A timestamptz from json_build_array (ISO text; infinity never occurs for these columns)."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 async def sent_today(conn: AsyncConnection[Any], since: datetime) -> tuple[dict[str, int], int]:
