@@ -216,7 +216,8 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
     in_range = (imp.ts >= int(start.timestamp())) & (imp.ts < int(end.timestamp()))
     findings.append(rules.check_duplicates(imp.meter[in_range], imp.ts[in_range], imp.value[in_range]))
     findings.append(rules.check_off_grid(imp.meter[in_range], imp.ts[in_range], step))
-    findings.append(rules.check_future(imp.meter, imp.ts, int(now.timestamp()), th))
+    fut_m, fut_ts = storeio.future_reads(conn, meters, now + timedelta(seconds=th.future_tolerance_s))
+    findings.append(rules.check_future(fut_m, fut_ts, int(now.timestamp()), th))
     d0 = start.astimezone(zone).date()
     d1 = (end - timedelta(seconds=1)).astimezone(zone).date()
     ndays = (d1 - d0).days + 1
@@ -248,6 +249,10 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
                    (fast, fast.values.get("basis", np.zeros(0)) == "rating")):
         if len(f) and sel.any():
             rejected[f.rows[sel], (f.start[sel] - w0) // step] = True
+    if len(edit_r):  # a manual edit is flagged for review but never replaced by an estimate
+        ec = (edit_r.ts - w0) // step
+        ok = (ec >= 0) & (ec < win.shape[1])
+        rejected[edit_r.meter[ok], ec[ok]] = False
     wn = win.shape[1]
     g: dict[str, FloatArray | None] = {q: _grid_for(inst, k, m_n, w0, step, wn) for k, q in enumerate(INSTANT_Q)}
     cur = {p: a for p in "abc" if (a := g[f"current.{p}"]) is not None}

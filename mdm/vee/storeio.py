@@ -357,3 +357,19 @@ def daily_sums(conn: Connection[Any], meters: Sequence[str], first_day: date, da
         if 0 <= d < days and n >= expected[d]:
             out[idx[m], d] = s
     return out
+
+
+def future_reads(conn: Connection[Any], meters: Sequence[str], after: datetime) -> tuple[
+        npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(meter index, epoch ts) of reads of any quantity stamped after ``after`` (clock or import errors)."""
+    m_idx: list[int] = []
+    ts: list[int] = []
+    idx = {m: i for i, m in enumerate(meters)}
+    for table in (INTERVAL_TABLE, REGISTER_TABLE):
+        if not meters or not table_exists(conn, table):
+            continue
+        for m, t in conn.execute(f"SELECT meter, extract(epoch FROM max(ts))::bigint FROM {table} "  # constant
+                                 "WHERE meter = ANY(%s) AND ts > %s GROUP BY meter", (list(meters), after)):
+            m_idx.append(idx[m])
+            ts.append(int(t))
+    return np.asarray(m_idx, dtype=np.int64), np.asarray(ts, dtype=np.int64)

@@ -177,3 +177,22 @@ def test_failed_read_jobs_and_a_silent_day_raise_comm_inspection(conn: psycopg.C
     types = {t for (t,) in conn.execute("SELECT type FROM work_orders WHERE meter = %s", (m,)).fetchall()}
     assert "comm_inspection" in types and "manual_reread" not in types
     assert conn.execute("SELECT count(*) FROM work_orders WHERE meter = %s", (ok,)).fetchone() == (0,)
+
+
+def test_manual_edits_are_validated_again_and_future_reads_flagged(conn: psycopg.Connection) -> None:
+    from mdm.vee.versions import add_version
+
+    m = f"E{uuid.uuid4().hex[:8]}"
+    load_meter(conn, m)
+    add_version(conn, m, Q, DAY + timedelta(hours=9), 50.0, method="manual", reason="typo in the handheld",
+                operator="bob")
+    put(conn, "interval_reads", [(m, Q, DAY + timedelta(days=30), 0.2)])  # stamped a month ahead
+    s = run_vee(conn, DAY, DAY + timedelta(days=1), meters=[m], config=CFG, now=DAY + timedelta(days=2))
+    got = {r.rule: r for r in s.records}
+    assert "spike" in got and got["spike"].start == DAY + timedelta(hours=9)
+    assert got["running_fast"].values["kwh"] == 50.0
+    assert got["future"].start == DAY + timedelta(days=30)
+    # the edit stays the final value (flagged for review, not overwritten by an estimate)
+    top = conn.execute("SELECT method FROM read_versions WHERE meter = %s ORDER BY version DESC LIMIT 1",
+                       (m,)).fetchone()
+    assert top == ("manual",)
