@@ -210,7 +210,10 @@ class Dlt645Client(MeterClient, RelayControl):
         await self.channel.send(raw)
         self.stats["requests"] += 1
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + spec.timeout
+        # The bus's timeouts come from its URL; a meter with its own quirks entry uses the entry's.
+        own = self._meter_quirks is not None and self.quirks_for(req.address) is not self.quirks
+        timeout, ibt = (q.response_timeout, q.inter_byte_timeout) if own else (spec.timeout, spec.inter_byte_timeout)
+        deadline = loop.time() + timeout
         received = 0
         bad: FrameDiscarded | None = None
         try:
@@ -225,7 +228,7 @@ class Dlt645Client(MeterClient, RelayControl):
                     except NoResponseError:
                         break
                     received += len(chunk)
-                    deadline = max(deadline, loop.time() + spec.inter_byte_timeout)
+                    deadline = max(deadline, loop.time() + ibt)
                     self.conn.receive_data(chunk)
                 elif isinstance(ev, FrameDiscarded):
                     bad = ev
@@ -244,7 +247,7 @@ class Dlt645Client(MeterClient, RelayControl):
         if noise > 0 and self.conn.bad_frames == bad_before:
             raise FrameError("garbage", f"no valid reply from {req.address}, only {noise} bytes of line noise")
         self.stats["timeouts"] += 1
-        raise NoResponseError(f"no reply from {req.address} within {spec.timeout:g} s")
+        raise NoResponseError(f"no reply from {req.address} within {timeout:g} s")
 
     async def request(
         self, req: Request, *, priority: int = Priority.ON_DEMAND, side_effect: bool = False

@@ -11,6 +11,7 @@ import pytest
 from protocols.arbitration import BreakerPolicy, Priority
 from protocols.client import Credentials, RelayCommand
 from protocols.dlt645.client import Dlt645Client
+from protocols.dlt645.quirks import Quirks
 from protocols.errors import CircuitOpenError, DeviceError, FrameError, NoResponseError, UnknownOutcomeError
 from simulators.dlt645 import Fault, MeterBusSimulator
 
@@ -79,6 +80,16 @@ async def test_slow_reply_within_and_beyond_the_timeout() -> None:
             sim.clear_fault(M1)
             (r,) = await client.read(M1, ["frequency"])
             assert r.unit == "Hz" and 49 < r.value < 51
+
+
+async def test_a_slow_vendor_gets_its_own_timeout_from_its_quirks() -> None:
+    async with MeterBusSimulator(2, transport="virtual", faults=f"{M2}:slow=0.3") as sim:
+        slow = Quirks(name="slow vendor", response_timeout=0.8)
+        async with Dlt645Client.from_url(sim.url, timeout=0.15, retries=0, meter_quirks={M2: slow}) as client:
+            assert (await client.read(M2, ["voltage.a"]))[0].value > 200
+            sim.set_fault(M1, Fault.SLOW, 0.3)
+            with pytest.raises(NoResponseError, match=r"0\.15 s"):
+                await client.read(M1, ["voltage.a"])
 
 
 async def test_abnormal_reply_fault_and_unknown_outcome() -> None:
