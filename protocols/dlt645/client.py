@@ -299,6 +299,8 @@ class Dlt645Client(MeterClient, RelayControl):
 
     async def _with_retries(self, req: Request, q: Quirks, *, side_effect: bool) -> Reply:
         attempts = 1 if side_effect or req.address in self._failing else 1 + self.retries
+        if side_effect:
+            await self.channel.open()  # a port that cannot open is a plain TransportError: nothing was sent
         for attempt in range(attempts):
             if attempt:  # escalate: a longer FE wake-up run for a meter that did not hear us
                 q = replace(q, request_preamble=min(16, max(8, q.request_preamble * 2)))

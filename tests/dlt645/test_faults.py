@@ -12,7 +12,14 @@ from protocols.arbitration import BreakerPolicy, Priority
 from protocols.client import Credentials, RelayCommand
 from protocols.dlt645.client import Dlt645Client
 from protocols.dlt645.quirks import Quirks
-from protocols.errors import CircuitOpenError, DeviceError, FrameError, NoResponseError, UnknownOutcomeError
+from protocols.errors import (
+    CircuitOpenError,
+    DeviceError,
+    FrameError,
+    NoResponseError,
+    TransportError,
+    UnknownOutcomeError,
+)
 from simulators.dlt645 import Fault, MeterBusSimulator
 
 M1, M2, M3 = "000000000001", "000000000002", "000000000003"
@@ -103,6 +110,10 @@ async def test_abnormal_reply_fault_and_unknown_outcome() -> None:
             with pytest.raises(UnknownOutcomeError):
                 await client.control(M3, RelayCommand.TRIP, GOOD, until)
             assert _sent_to(sim, M3) == 1
+    # A port that cannot be opened: nothing was sent, so the outcome is known (a transport error).
+    with pytest.raises(TransportError) as te:
+        await client.control(M3, RelayCommand.TRIP, GOOD, until)
+    assert not isinstance(te.value, UnknownOutcomeError)
 
 
 async def test_clock_offset_and_drift_faults() -> None:
