@@ -56,7 +56,7 @@ def sim_dlt645(
     try:
         sim = MeterBusSimulator(
             addresses=[f"{first + i:012d}" for i in range(meters)], transport="pty" if pty else "tcp",
-            host=host, port=port, baud=baud, parity="N" if pty else "E", line_time=line_time,
+            host=host, port=port, baud=baud, parity="E", line_time=line_time,
             turnaround=turnaround, speed=speed, history_days=history_days, profile=profile, faults=faults,
             seed=seed, tz=tz,
         )
