@@ -15,6 +15,9 @@ at Priority.CONTROL against Priority.SCHEDULED), PostgreSQL for every state chan
      queue behind the other disconnects of its bus, which are sent one at a time per bus);
    - overhead = service time - line-time cost of its frames (1C request and reply, read-back
      request and reply, two turnarounds). Goal: p99 overhead <= 1 s.
+   - bus time: the part of the service time spent on the bus (waiting for the frame in flight,
+     command, read-back, i.e. including the simulator's own delays); head-end own time = service
+     time - bus time (claim, interlock re-check, state and audit writes).
 3. Scheduled-read throughput during execution versus the baseline.
 
     python -m bench.bench_control                      # 100 buses x 10 meters, ~1 min
@@ -185,6 +188,8 @@ async def _run(dsn: str, buses: int, meters: int, baseline_s: float, reads: bool
         service = [o.elapsed for o in ok]
         from_exec = [o.finished - t1 for o in ok]
         overhead = [s - LINE_COST for s in service]
+        bus_time = [ex.bus_seconds.get(o.command_id, 0.0) for o in ok]
+        own = [o.elapsed - ex.bus_seconds.get(o.command_id, 0.0) for o in ok]
         proc.stdin.write(b"count\n")
         await proc.stdin.drain()
         relays_open = int(await proc.stdout.readline())
@@ -199,6 +204,9 @@ async def _run(dsn: str, buses: int, meters: int, baseline_s: float, reads: bool
             "line_cost_per_command_s": round(LINE_COST, 3),
             "service_p50_s": round(pct(service, 50), 3), "service_p99_s": round(pct(service, 99), 3),
             "overhead_p50_s": round(pct(overhead, 50), 3), "overhead_p99_s": round(pct(overhead, 99), 3),
+            "bus_time_p50_s": round(pct(bus_time, 50), 3), "bus_time_p99_s": round(pct(bus_time, 99), 3),
+            "headend_own_p50_s": round(pct(own, 50), 3), "headend_own_p99_s": round(pct(own, 99), 3),
+            "load_average": os.getloadavg(),
             "from_execute_p50_s": round(pct(from_exec, 50), 3), "from_execute_p99_s": round(pct(from_exec, 99), 3),
             "queue_bound_s": round(meters * (LINE_COST + READ_COST), 3),
             "scheduled_reads_per_s_baseline": round(base_rate, 1),

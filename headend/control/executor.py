@@ -136,6 +136,8 @@ class Executor:
                                         kwargs={"autocommit": True})
         self._secret_values = tuple(secrets.values())
         self.executor_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        #: command id -> seconds spent on the bus (waiting for it, command, read-back), for benchmarks
+        self.bus_seconds: dict[int, float] = {}
 
     async def __aenter__(self) -> Executor:
         await self.pool.open(wait=True, timeout=10)
@@ -445,6 +447,7 @@ class Executor:
         error: BaseException | None = None
         # The read-back is queued right behind the command (same control priority, later arrival), so
         # it gets the bus as soon as the command releases it, ahead of waiting bulk reads.
+        t_bus = _time.monotonic()
         send = asyncio.create_task(client.relay_command(request))
         await asyncio.sleep(0)
         readback = asyncio.create_task(self._readback(cmd.meter, rb_attempts, rb_delay)) if not rb_delay else None
@@ -469,6 +472,7 @@ class Executor:
                                        last_error=reason, relay_state=None, secrets=self._secret_values)
             return
         rb = await readback if readback is not None else await self._readback(cmd.meter, rb_attempts, rb_delay)
+        self.bus_seconds[cmd.id] = self.bus_seconds.get(cmd.id, 0.0) + _time.monotonic() - t_bus
         async with self._tx(transaction=cmd.kind == "reconnect") as conn:  # reconnect also supersedes
             if rb in target:
                 why = "read-back confirms" if error is None else \
