@@ -7,6 +7,7 @@ import math
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -169,3 +170,20 @@ def test_cli_database_unreachable_exit_code(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("HEADEND_DATABASE__DSN", "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=1")
     r = CliRunner().invoke(app, ["workorders", "list"])
     assert r.exit_code == 8
+
+
+def test_cli_publish_work_orders(vee_dsn: str, mqtt_broker: Any, mqtt_prefix: str,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEADEND_DATABASE__DSN", vee_dsn)
+    monkeypatch.setenv("HEADEND_MQTT__TOPIC_PREFIX", mqtt_prefix)
+    runner = CliRunner()
+    m = f"P{uuid.uuid4().hex[:8]}"
+    r = runner.invoke(app, ["workorders", "raise", "--meter", m, "--type", "comm_inspection", "--reason", "silent",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["workorders", "publish", "--host", mqtt_broker.host, "--port", str(mqtt_broker.port),
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["published"] >= 1
+    r = runner.invoke(app, ["workorders", "publish", "--host", "127.0.0.1", "--port", "1", "--all"])
+    assert r.exit_code == 6  # TRANSPORT: broker unreachable
