@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from protocols.arbitration import Priority
 from protocols.modbus.client import ModbusClient, bare_tcp_poll
@@ -48,6 +49,45 @@ async def headend_poll(url: str, seconds: float) -> int:
     return polls
 
 
+class _Instant:
+    """A response object like pymodbus' (registers/bits/isError) for the no-I/O layer measurement."""
+
+    def __init__(self, count: int) -> None:
+        self.registers = [0x4366] * count
+        self.bits = [False] * max(8, count)
+
+    def isError(self) -> bool:  # pymodbus' name
+        return False
+
+
+async def layer_cost(polls: int = 5000) -> dict[str, float]:
+    """Head-end cost per poll without the network: the link's pymodbus readers are replaced by an
+    immediate in-memory answer, so what remains is lock, breaker, plan, decoding and Readings."""
+
+    async def instant(address: int, *, count: int, device_id: int) -> _Instant:
+        return _Instant(count)
+
+    client = ModbusClient.from_url("tcp://127.0.0.1:9", retries=0)
+    link: Any = client.link
+    link._client.ctx.transport = object()  # looks open: no connect attempt
+    link._readers = dict.fromkeys(link._readers, instant)
+    blocks = plan_reads(load_map("generic_terminal").for_quantities(QUANTITIES))
+    best_bare = best_head = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(polls):
+            for b in blocks:
+                await instant(b.address, count=b.count, device_id=1)
+        best_bare = min(best_bare, (time.perf_counter() - t0) / polls * 1e6)
+        t0 = time.perf_counter()
+        for _ in range(polls):
+            await client.read("1", QUANTITIES, priority=Priority.SCHEDULED)
+        best_head = min(best_head, (time.perf_counter() - t0) / polls * 1e6)
+    link._client.ctx.transport = None
+    return {"bare_us": round(best_bare, 1), "headend_us": round(best_head, 1),
+            "layer_cost_us_per_poll": round(best_head - best_bare, 1)}
+
+
 def start_simulator(use_uvloop: bool) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "simulators.modbus", "--tcp", "127.0.0.1:0", "--devices", "1"]
     if use_uvloop:
@@ -65,6 +105,7 @@ async def run(url: str, seconds: float, rounds: int, use_uvloop: bool) -> dict[s
     requests = [(b.function, b.address, b.count) for b in blocks]
     decode = [b.points for b in blocks]
     await headend_poll(url, 0.3)  # warm-up (connect, imports, caches)
+    no_io = await layer_cost()
     rates: dict[str, list[float]] = {"bare": [], "bare+decode": [], "headend": []}
     cpu: dict[str, list[float]] = {"bare": [], "bare+decode": [], "headend": []}
     paired: list[float] = []
@@ -98,6 +139,7 @@ async def run(url: str, seconds: float, rounds: int, use_uvloop: bool) -> dict[s
         "uvloop": use_uvloop,
         "polls_per_s_median": {k: round(v, 1) for k, v in med.items()},
         "requests_per_s_bare": round(med["bare"] * len(requests), 1),
+        "no_io": no_io,
         # client-process CPU per poll (the simulator runs in its own process): what the layers cost
         "client_cpu_us_per_poll_median": {k: round(statistics.median(v), 1) for k, v in cpu.items()},
         # the median of per-round ratios: each head-end slice against the bare slice next to it

@@ -313,6 +313,7 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         # (map id, quantities) -> ((code, point name, unit) per reading, [(block, decoder)]): planned once
         self._plans: dict[tuple[int, tuple[str, ...]], _CachedPlan] = {}
         self.source = f"modbus:{spec.name}"
+        self._keys: dict[str, str] = {}  # device -> breaker key
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ModbusClient:
@@ -358,7 +359,10 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         return unit
 
     def _key(self, device: str) -> str:
-        return f"{self.spec.name}/{device}"
+        key = self._keys.get(device)
+        if key is None:
+            key = self._keys[device] = f"{self.spec.name}/{device}"
+        return key
 
     async def _exchange(self, priority: int, op: Callable[[], Awaitable[Any]]) -> Any:
         lock = self.lock

@@ -283,22 +283,29 @@ def plan_reads(points: Iterable[Point], *, max_registers: int = 125, max_gap: in
 
 
 def compile_decoder(block: ReadBlock) -> Callable[[Sequence[int]], dict[str, float]]:
-    """A fast decoder for one block: the registers are packed once and each big-endian
-    point is unpacked in place; other orders take the general path. Same results as
-    :func:`decode_block`, for hot polling loops that reuse a plan."""
+    """A fast decoder for one block, for hot polling loops that reuse a plan (same results as
+    :func:`decode_block`). Big-endian points are unpacked in place from the block packed once;
+    other orders pack their own registers in wire order (``<H`` swaps the bytes of each register,
+    a reversed index list swaps the words) and unpack with the type's struct."""
     count = block.count
     frame = struct.Struct(f">{count}H")
     fast: list[tuple[str, struct.Struct, int, float]] = []
-    slow: list[tuple[Point, int]] = []
+    swapped: list[tuple[str, tuple[int, ...], struct.Struct, struct.Struct, float]] = []
     bits: list[tuple[str, int]] = []
     for p in block.points:
         off = p.address - block.address
         if p.function.is_bit or p.dtype is DataType.BOOL:
             bits.append((p.name, off))
-        elif p.word_order is WordOrder.BIG and p.byte_order is ByteOrder.BIG:
-            fast.append((p.name, struct.Struct(_TYPES[p.dtype][0]), 2 * off, p.scale))
-        else:
-            slow.append((p, off))
+            continue
+        fmt, n, _ = _TYPES[p.dtype]
+        if p.word_order is WordOrder.BIG and p.byte_order is ByteOrder.BIG:
+            fast.append((p.name, struct.Struct(fmt), 2 * off, p.scale))
+            continue
+        idx = tuple(range(off, off + n))
+        if p.word_order is WordOrder.LITTLE:
+            idx = idx[::-1]
+        packer = struct.Struct(("<" if p.byte_order is ByteOrder.LITTLE else ">") + f"{n}H")
+        swapped.append((p.name, idx, packer, struct.Struct(fmt), p.scale))
 
     def decode(words: Sequence[int]) -> dict[str, float]:
         if len(words) < count:
@@ -308,10 +315,10 @@ def compile_decoder(block: ReadBlock) -> Callable[[Sequence[int]], dict[str, flo
             buf = frame.pack(*words[:count])
             for name, st, at, scale in fast:
                 out[name] = float(st.unpack_from(buf, at)[0]) * scale
+        for name, idx, packer, st, scale in swapped:
+            out[name] = float(st.unpack(packer.pack(*[words[i] for i in idx]))[0]) * scale
         for name, off in bits:
             out[name] = 1.0 if words[off] else 0.0
-        for p, off in slow:
-            out[p.name] = decode_registers(p, words[off : off + p.count])
         return out
 
     return decode
