@@ -63,12 +63,18 @@ def _sim_worker(buses: list[list[str]], faults: dict[str, str], baud: int, turna
         pass
     from simulators.dlt645 import MeterBusSimulator
 
+    class _Flat:
+        """A constant household load per meter: the meter physics is not what is measured here."""
+
+        def demand_kw(self, meter_index: int, t: datetime) -> float:
+            return 0.3 + (meter_index % 7) * 0.2
+
     async def main() -> None:
         sims = []
         for addrs in buses:
             f = {a: faults[a] for a in addrs if a in faults}
             sim = MeterBusSimulator(addresses=addrs, transport="tcp", baud=baud, line_time=True,
-                                    turnaround=turnaround, history_days=0.05, faults=f or None)
+                                    turnaround=turnaround, history_days=0.05, faults=f or None, profile=_Flat())
             await sim.start()
             sims.append(sim)
         conn.send([s.url for s in sims])
@@ -108,6 +114,21 @@ def _proc_cpu_rss(pid: int) -> tuple[float, int]:
     with open(f"/proc/{pid}/status") as f:
         rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
     return cpu, rss * 1024
+
+
+def _outcomes(data_dir: Path) -> dict[str, float]:
+    """Jobs per outcome since the daemon started, from its /metrics endpoint."""
+    import re
+    import urllib.request
+
+    out: dict[str, float] = {}
+    for f in (data_dir / "daemons").glob("*.json"):
+        endpoint = json.loads(f.read_text())["endpoint"]
+        with urllib.request.urlopen(endpoint + "/metrics", timeout=30) as r:
+            text = r.read().decode()
+        for m in re.finditer(r'^headend_reads_total\{channel="[^"]*",outcome="([a-z_]+)"\} (\S+)$', text, re.M):
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return {k: v for k, v in out.items() if v}
 
 
 def _write_config(path: Path, dsn: str, urls: list[str], buses: list[list[str]], every: float,
@@ -184,7 +205,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise TimeoutError("daemon did not take all channels")
         now = time.time()
         warm_start = (now // args.every + 1) * args.every
-        measure_start = warm_start + args.every
+        measure_start = warm_start + args.every * args.warmup
         time.sleep(max(0.0, measure_start - time.time() - 1.0))
         for (_, parent) in procs:
             parent.send("reset")
@@ -219,6 +240,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cycle = (s["last"] - s["first"]) + per
             ratios.append((cycle / bound, cycle, bound, s["url"]))
         ratios.sort()
+        outcomes = _outcomes(tmp / "data")
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)
         with psycopg.connect(dsn) as c:
@@ -230,13 +252,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         slowest = ratios[-1] if ratios else (float("nan"), 0, 0, "")
         result = {
             "meters": args.meters, "buses": n_bus, "per_bus": args.per_bus, "baud": args.baud,
-            "turnaround_s": args.turnaround, "faulty": len(faulty), "every_s": args.every,
+            "turnaround_s": args.turnaround, "faulty": len(faulty), "every_s": args.every, "warmup": args.warmup,
             "buses_measured": busy_buses,
             "cycle_ratio_slowest": round(slowest[0], 3), "cycle_s_slowest": round(slowest[1], 2),
             "bound_s_slowest": round(slowest[2], 2),
             "cycle_ratio_median": round(statistics.median(r[0] for r in ratios), 3) if ratios else None,
             "requests_measured": sum(s["requests"] for s in stats),
             "healthy_success": round(ok / due, 5) if due else None, "healthy_due": due, "healthy_ok": ok,
+            "daemon_outcomes": outcomes,
             "daemon_cpu_per_s": round((cpu1 - cpu0) / wall, 3), "daemon_rss_mb": round(max(peak_rss, rss) / 2**20, 1),
             "sim_cpu_per_s": round((sim1 - sim0) / wall, 3), "load_avg_1m": round(max(load0, os.getloadavg()[0]), 2),
             "sim_setup_s": round(sim_setup, 1), "sim_procs": args.sim_procs,
@@ -272,6 +295,7 @@ def main() -> None:
     ap.add_argument("--every", type=float, default=60.0, help="cycle (slot) length, seconds")
     ap.add_argument("--timeout", type=float, default=1.0, help="response timeout, seconds")
     ap.add_argument("--sim-procs", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1, help="cycles before the measured one")
     ap.add_argument("--setup-timeout", type=float, default=300.0)
     ap.add_argument("--dsn", default=os.environ.get("HEADEND_TEST_DSN", "host=127.0.0.1 user=postgres dbname=postgres"))
     args = ap.parse_args()

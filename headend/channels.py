@@ -385,7 +385,7 @@ class Channel:
     async def _perform(self, client: MeterClient, job: Job) -> Any:
         p = job.priority
         if job.kind is JobKind.READ:
-            return await meterops.read_current(client, job.meter, job.quantities, p, self.clock.now())
+            return await meterops.read_current(client, job.meter, job.quantities, p, self.clock.now(), self.source)
         if job.kind is JobKind.PROFILE:
             assert job.start is not None
             return await meterops.read_load_profile(client, job.meter, job.start, job.count, p)

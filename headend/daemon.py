@@ -67,7 +67,7 @@ class IngestSink:
     slows the buses rather than growing memory.
     """
 
-    def __init__(self, ingestor: Ingestor, *, batch: int = 5000, high_water: int = 200_000) -> None:
+    def __init__(self, ingestor: Ingestor, *, batch: int = 50_000, high_water: int = 200_000) -> None:
         self.ingestor = ingestor
         self.batch = batch
         self.high_water = high_water

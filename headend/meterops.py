@@ -55,10 +55,12 @@ def can(client: MeterClient, capability: str) -> bool:
 
 
 async def read_current(
-    client: MeterClient, meter: str, quantities: Sequence[str], priority: Priority, now: datetime
+    client: MeterClient, meter: str, quantities: Sequence[str], priority: Priority, now: datetime, source: str = ""
 ) -> list[Reading]:
-    """Current values, stamped with the daemon clock (the time the head-end read them)."""
+    """Current values, stamped with the daemon clock (the time the head-end read them) and ``source``."""
     out = await client.read(meter, list(quantities), priority=priority)
+    if source:
+        return [Reading(r.meter, r.quantity, now, r.value, r.unit, r.quality, source) for r in out]
     return [replace(r, ts=now) for r in out]
 
 
