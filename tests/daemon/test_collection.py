@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
 from headend import ipc
@@ -172,3 +173,34 @@ async def test_clock_sync_waits_for_freeze_boundary_and_flags(daemon_dsn: str, t
     assert query(daemon_dsn, "SELECT count(*) FROM clock_syncs") == [(1,)]
     offsets = query(daemon_dsn, "SELECT count(*) FROM register_reads WHERE quantity = 'clock.offset'")
     assert offsets[0][0] >= 3 * 10
+
+
+async def test_channels_and_meters_from_the_database(daemon_dsn: str, tmp_path: Path) -> None:
+    """``meters_from = "database"``: enabled channels with a URL and their installed meters, each
+    meter read in its own zone from ``meters.time_zone``."""
+    async with MeterBusSimulator(3, transport="tcp", parity="N") as sim:
+        with psycopg.connect(daemon_dsn) as c:
+            c.execute("INSERT INTO channels (name, url) VALUES ('db-bus', %s), ('off-bus', 'tcp://127.0.0.1:9')",
+                      (sim.url,))
+            c.execute("UPDATE channels SET enabled = false WHERE name = 'off-bus'")
+            for a in sim.addresses:
+                c.execute("INSERT INTO meters (address, channel, status, time_zone) VALUES (%s, 'db-bus', %s, %s)",
+                          (a, "installed" if a != sim.addresses[2] else "removed", "Europe/Berlin"))
+        settings = make_settings(
+            daemon_dsn, tmp_path, name="t-db", listen="", meters_from="database",
+            plans=[ReadPlan(name="instant", kind=PlanKind.READ, every=1, quantities=["voltage.a"])],
+        )
+        d = Daemon(settings, dsn=daemon_dsn)
+        task = asyncio.create_task(d.run())
+        await asyncio.wait_for(d.ready.wait(), 20)
+        for _ in range(100):
+            if d.kpi.totals.ok >= 4:
+                break
+            await asyncio.sleep(0.1)
+        d.stop()
+        await asyncio.wait_for(task, 20)
+    assert sorted(d.channel_configs) == ["db-bus"]
+    infos = d.meter_infos["db-bus"]
+    assert [m.address for m in infos] == sim.addresses[:2] and {str(m.tz) for m in infos} == {"Europe/Berlin"}
+    got = query(daemon_dsn, "SELECT DISTINCT meter FROM register_reads WHERE source = 'dlt645@t-db' ORDER BY 1")
+    assert [g[0] for g in got] == sim.addresses[:2]
