@@ -91,7 +91,7 @@ async def _scenario(dsn: str, accounts: list[tuple[str | None, float | None, flo
                 assert not sim.meters[s.meter].relay_open
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(account_st, min_size=2, max_size=5), st.sampled_from(TIMES), st.booleans())
 def test_blocked_accounts_never_get_a_frame(fresh_dsn: str, accounts: list[tuple[str | None, float | None,
                                                                                float, int]],
