@@ -232,7 +232,7 @@ def _run_chunk(conn: Connection[Any], meters: list[str], info: dict[str, storeio
     findings.append(rules.check_gaps(win, w0, step, th))
     spikes = rules.check_spikes(win, w0, step, th)
     findings.append(spikes)
-    daily, day_start, _ = _daily(base, t0, step, s_col, per_day)
+    daily, day_start = _daily(base, t0, step, bounds[whole])
     hist_daily = storeio.daily_sums(conn, meters, first_day, th.history_days, zone.key, step)
     hi, lo = rules.check_high_low(daily, hist_daily, day_start, th)
     findings += [hi, lo]
@@ -441,15 +441,17 @@ def _concat(a: storeio.Readings, b: storeio.Readings) -> storeio.Readings:
                               for f in ("meter", "quantity", "ts", "value", "quality", "version")))
 
 
-def _daily(base: FloatArray, t0: int, step: int, s_col: int, per_day: int) -> tuple[FloatArray, IntArray, FloatArray]:
-    """Daily energy of the target days (complete days only) and the history days before them."""
+def _daily(base: FloatArray, t0: int, step: int, bounds: IntArray) -> tuple[FloatArray, IntArray]:
+    """Energy per whole local day inside the range (``bounds``: local midnights, DST-aware); NaN if incomplete."""
     m, n = base.shape
-    days = n // per_day
-    grid = base[:, : days * per_day].reshape(m, days, per_day)
-    daily_all = grid.sum(axis=2)  # NaN when any interval is missing
-    first_target = s_col // per_day
-    day_start = (t0 + np.arange(first_target, days) * per_day * step).astype(np.int64)
-    return daily_all[:, first_target:], day_start, daily_all[:, :first_target]
+    if bounds.size < 2:
+        return np.zeros((m, 0)), np.zeros(0, dtype=np.int64)
+    cols = np.clip((bounds - t0) // step, 0, n)
+    cs = np.concatenate([np.zeros((m, 1)), np.cumsum(np.nan_to_num(base), axis=1)], axis=1)
+    nan_cs = np.concatenate([np.zeros((m, 1)), np.cumsum(np.isnan(base), axis=1)], axis=1)
+    total = cs[:, cols[1:]] - cs[:, cols[:-1]]
+    missing = nan_cs[:, cols[1:]] - nan_cs[:, cols[:-1]]
+    return np.where(missing > 0, np.nan, total), bounds[:-1].astype(np.int64)
 
 
 def _day_types(first_day: date, days: int) -> IntArray:

@@ -196,3 +196,23 @@ def test_manual_edits_are_validated_again_and_future_reads_flagged(conn: psycopg
     top = conn.execute("SELECT method FROM read_versions WHERE meter = %s ORDER BY version DESC LIMIT 1",
                        (m,)).fetchone()
     assert top == ("manual",)
+
+
+def test_dst_day_has_92_quarter_hours(conn: psycopg.Connection) -> None:
+    ny = ZoneInfo("America/New_York")
+    day = datetime(2026, 3, 8, tzinfo=ny)  # spring forward: 23 hours
+    nxt = datetime(2026, 3, 9, tzinfo=ny)
+    full, holed = f"N{uuid.uuid4().hex[:8]}", f"H{uuid.uuid4().hex[:8]}"
+    t = day.astimezone(ZoneInfo("UTC"))
+    stamps = []
+    while t < nxt:
+        stamps.append(t)
+        t += timedelta(minutes=15)
+    assert len(stamps) == 92
+    put(conn, "interval_reads", [(full, Q, ts, 0.2) for ts in stamps])
+    put(conn, "interval_reads", [(holed, Q, ts, 0.2) for i, ts in enumerate(stamps) if not 40 <= i < 44])
+    cfg = VeeConfig(timezone="America/New_York", classes={"residential": Thresholds(history_days=1)})
+    s = run_vee(conn, day, nxt, meters=[full, holed], config=cfg, now=nxt + timedelta(days=1), raise_orders=False)
+    by = {(r.meter, r.rule): r for r in s.records}
+    assert (full, "day_count") not in by and (full, "gap") not in by
+    assert by[(holed, "day_count")].values == {"found": 88, "expected": 92}
