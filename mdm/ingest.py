@@ -50,7 +50,7 @@ import psycopg
 from psycopg import sql
 
 from mdm.db import StoreError
-from mdm.spool import Row, Spool, SpoolDamage, SpoolStats, decode_rows
+from mdm.spool import Spool, SpoolDamage, SpoolStats, decode_rows
 from protocols.quantities import QUANTITIES, Kind
 from protocols.reading import Reading
 
@@ -64,13 +64,14 @@ _COLS = "meter, quantity, ts, value, unit, quality, source"
 _TABLES = (("register_reads", "mdm_stage_reg", "register"), ("interval_reads", "mdm_stage_int", "interval"))
 
 
-def reading_row(r: Reading) -> Row:
+def reading_row(r: Reading) -> tuple[str, str, datetime, float, str, int, str]:
+    """The staged row of a reading (COPY column order)."""
     return (r.meter, r.quantity, r.ts, r.value, r.unit, int(r.quality), r.source)
 
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    reading: Reading | Row
+    reading: Reading
     reason: str
 
 
@@ -99,8 +100,8 @@ class _Batch:
     __slots__ = ("done", "intervals", "registers", "replay")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.registers: list[Row] = []
-        self.intervals: list[Row] = []
+        self.registers: list[Reading] = []
+        self.intervals: list[Reading] = []
         self.done: asyncio.Future[None] = loop.create_future()
         self.replay = False
 
@@ -153,8 +154,8 @@ UPDATE {table} r SET value = x.value, unit = x.unit, quality = x.quality, source
  WHERE x.rn = x.k AND r.meter = x.meter AND r.quantity = x.quantity AND r.ts = x.ts"""
 
 
-def _has_nul(row: Row) -> bool:
-    return any("\x00" in s for s in (row[0], row[1], row[4], row[6]))
+def _has_nul(r: Reading) -> bool:
+    return any("\x00" in s for s in (r.meter, r.quantity, r.unit, r.source))
 
 
 class Ingestor:
@@ -175,6 +176,7 @@ class Ingestor:
         retry_for: float = 3.0,
         unknown_meters: Literal["register", "reject"] = "register",
         replay_interval: float = 1.0,
+        fast_path: Literal["copy", "stage"] = "copy",
     ) -> None:
         if unknown_meters not in ("register", "reject"):
             raise ValueError("unknown_meters must be 'register' or 'reject'")
@@ -186,6 +188,9 @@ class Ingestor:
         self.retry_for = retry_for
         self.unknown_meters = unknown_meters
         self.replay_interval = replay_interval
+        if fast_path not in ("copy", "stage"):
+            raise ValueError("fast_path must be 'copy' or 'stage'")
+        self.fast_path = fast_path
         self.stats = IngestStats()
         self.rejected: deque[Rejected] = deque(maxlen=10_000)  # rows refused at write time (poison data)
         self._spool: Spool | None = None
@@ -316,19 +321,31 @@ class Ingestor:
             batch = self._current_batch()
             regs, ints = batch.registers, batch.intervals
             n0 = len(batch)
-            for r in chunk:
-                iv = is_interval.get(r.quantity)
-                if iv is None:
-                    rejected.append(Rejected(r, f"unknown quantity code {r.quantity!r}"))
-                    continue
-                if not r.meter:
-                    rejected.append(Rejected(r, "empty meter address"))
-                    continue
-                if reject_unknown and r.meter not in known:
-                    rejected.append(Rejected(r, f"unknown meter {r.meter!r}"))
-                    continue
-                row = (r.meter, r.quantity, r.ts, r.value, r.unit, int(r.quality), r.source)
-                (ints if iv else regs).append(row)
+            qset = {r.quantity for r in chunk}
+            kinds = {is_interval.get(q) for q in qset}
+            mset = {r.meter for r in chunk} if (reject_unknown or "" in {r.meter[:1] for r in chunk}) else None
+            if None not in kinds and mset is None:
+                # fast path (the usual chunk): every quantity known, no empty address, nothing to reject
+                if kinds == {True}:
+                    ints.extend(chunk)
+                elif kinds == {False}:
+                    regs.extend(chunk)
+                else:
+                    ints.extend([r for r in chunk if is_interval[r.quantity]])
+                    regs.extend([r for r in chunk if not is_interval[r.quantity]])
+            else:
+                for r in chunk:
+                    iv = is_interval.get(r.quantity)
+                    if iv is None:
+                        rejected.append(Rejected(r, f"unknown quantity code {r.quantity!r}"))
+                        continue
+                    if not r.meter:
+                        rejected.append(Rejected(r, "empty meter address"))
+                        continue
+                    if reject_unknown and r.meter not in known:
+                        rejected.append(Rejected(r, f"unknown meter {r.meter!r}"))
+                        continue
+                    (ints if iv else regs).append(r)
             added = len(batch) - n0
             accepted += added
             self._buffered += added
@@ -418,7 +435,9 @@ class Ingestor:
                 self.stats.spooled_batches += 1
             LOGGER.warning("database unreachable (%s): batch of %d readings spooled", exc, len(batch))
 
-    def _write_with_retry(self, registers: list[Row], intervals: list[Row], *, deadline: float | None = None) -> None:
+    def _write_with_retry(
+        self, registers: list[Reading], intervals: list[Reading], *, deadline: float | None = None
+    ) -> None:
         end = time.monotonic() + (self.retry_for if deadline is None else deadline)
         delay = 0.05
         while True:
@@ -429,7 +448,8 @@ class Ingestor:
                 self._drop_conn()
                 err: Exception = exc
             except (psycopg.errors.UniqueViolation, psycopg.errors.SerializationFailure,
-                    psycopg.errors.DeadlockDetected) as exc:
+                    psycopg.errors.DeadlockDetected, psycopg.errors.DuplicateTable,
+                    psycopg.errors.LockNotAvailable) as exc:
                 # two writers raced on the same key's next version: redo, it is idempotent
                 err = exc
             except psycopg.DataError as exc:
@@ -442,10 +462,12 @@ class Ingestor:
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def _drop_poison(self, registers: list[Row], intervals: list[Row], exc: Exception) -> tuple[list[Row], list[Row]]:
+    def _drop_poison(
+        self, registers: list[Reading], intervals: list[Reading], exc: Exception
+    ) -> tuple[list[Reading], list[Reading]]:
         """Reject the rows PostgreSQL cannot store (NUL bytes, out-of-range times) and keep the rest."""
         self._drop_conn()
-        bad = [r for r in (*registers, *intervals) if _has_nul(r) or not math.isfinite(r[2].timestamp())]
+        bad = [r for r in (*registers, *intervals) if _has_nul(r) or not math.isfinite(r.ts.timestamp())]
         if not bad:
             raise StoreError(f"batch refused by the database: {exc}") from exc
         badset = {id(r) for r in bad}
@@ -495,7 +517,7 @@ class Ingestor:
             self._drop_conn()
             raise _DatabaseDown(str(exc).strip()) from exc
 
-    def _ensure_partitions(self, conn: psycopg.Connection[Any], table: str, rows: list[Row]) -> None:
+    def _ensure_partitions(self, conn: psycopg.Connection[Any], table: str, rows: list[Reading]) -> None:
         """Create the monthly partitions this batch needs, in their own short transaction.
 
         The months are taken from a sample of the batch (first, last and every n-th row); a row of
@@ -503,8 +525,8 @@ class Ingestor:
         partition is created, so the sample only affects speed, never correctness.
         """
         step = max(1, len(rows) // 64)
-        sample = [r[2] for r in rows[::step]]
-        sample.append(rows[-1][2])
+        sample = [r.ts for r in rows[::step]]
+        sample.append(rows[-1].ts)
         need = {(table, t.astimezone(UTC).year * 12 + t.astimezone(UTC).month - 1) for t in sample}
         if need <= self._months:
             return
@@ -513,7 +535,7 @@ class Ingestor:
             conn.execute("SELECT mdm_ensure_partitions(%s, %s, %s)", (table, lo, hi))
         self._months |= {(table, y * 12 + m - 1) for y, m in _month_span(lo.astimezone(UTC), hi.astimezone(UTC))}
 
-    def _write(self, registers: list[Row], intervals: list[Row]) -> None:
+    def _write(self, registers: list[Reading], intervals: list[Reading]) -> None:
         conn = self._conn()
         for (table, _stage, _kind), rows in zip(_TABLES, (registers, intervals), strict=True):
             if rows:
@@ -522,7 +544,7 @@ class Ingestor:
         new_meters: set[str] = set()
         discovered = 0
         if self.unknown_meters == "register":
-            new_meters = {r[0] for r in registers} | {r[0] for r in intervals}
+            new_meters = {r.meter for r in registers} | {r.meter for r in intervals}
             new_meters -= self._known
         with conn.transaction():
             if new_meters:
@@ -538,21 +560,29 @@ class Ingestor:
                     continue
                 ids = {"table": sql.Identifier(table), "stage": sql.Identifier(stage), "cols": sql.SQL(_COLS)}
                 with conn.cursor() as cur:
-                    with cur.copy(sql.SQL("COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)").format(**ids)) as cp:
-                        cp.set_types(_TYPES)
-                        for row in rows:
-                            cp.write_row(row)
                     n_new = -1
-                    if self._conflicts.get(table, 0) <= 0:
-                        # fast path: all keys new (the usual case) -> a plain INSERT, no speculative insertion
+                    streak = self._conflicts.get(table, 0)
+                    if self.fast_path == "copy" and streak <= 0:
+                        # usual case, all keys new: COPY straight into the reads table inside a savepoint;
+                        # any existing key fails it as a whole (primary key) -> staging path below
                         try:
                             with conn.transaction():
-                                cur.execute(sql.SQL(_PLAIN).format(**ids))
-                                n_new = cur.rowcount
+                                self._copy(cur, sql.SQL("COPY {table} ({cols}) FROM STDIN (FORMAT BINARY)"), ids,
+                                           rows)
+                            n_new = len(rows)
                         except psycopg.errors.UniqueViolation:
-                            self._conflicts[table] = _CONFLICT_STREAK  # replays come in runs: skip the try
-                    else:
-                        self._conflicts[table] -= 1
+                            self._conflicts[table] = streak = _CONFLICT_STREAK
+                    if n_new < 0:
+                        self._copy(cur, sql.SQL("COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)"), ids, rows)
+                        if self.fast_path == "stage" and streak <= 0:
+                            try:
+                                with conn.transaction():
+                                    cur.execute(sql.SQL(_PLAIN).format(**ids))
+                                    n_new = cur.rowcount
+                            except psycopg.errors.UniqueViolation:
+                                self._conflicts[table] = streak = _CONFLICT_STREAK
+                        elif streak > 0:
+                            self._conflicts[table] = streak - 1
                     if n_new < 0:
                         cur.execute(sql.SQL(_FAST).format(**ids))
                         n_new = cur.rowcount
@@ -571,6 +601,14 @@ class Ingestor:
             self.stats.unchanged += unchanged
             self.stats.batches += 1
             self.stats.discovered += discovered
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor[Any], stmt: sql.SQL, ids: dict[str, Any], rows: list[Reading]) -> None:
+        with cur.copy(stmt.format(**ids)) as cp:
+            cp.set_types(_TYPES)
+            write = cp.write_row
+            for r in rows:  # transient tuples: freed at once, so no garbage-collector pressure
+                write((r.meter, r.quantity, r.ts, r.value, r.unit, r.quality, r.source))
 
     # -- spool replay ----------------------------------------------------------------------------
 
@@ -638,11 +676,11 @@ def _month_span(lo: datetime, hi: datetime) -> list[tuple[int, int]]:
     return out
 
 
-def _protocols_of(meters: set[str], registers: Sequence[Row], intervals: Sequence[Row]) -> dict[str, str]:
+def _protocols_of(meters: set[str], registers: Sequence[Reading], intervals: Sequence[Reading]) -> dict[str, str]:
     """meter -> protocol guessed from the source of its first reading ("dlt645", "modbus:..." -> "modbus")."""
     out: dict[str, str] = {}
     for rows in (registers, intervals):
         for r in rows:
-            if r[0] in meters and r[0] not in out:
-                out[r[0]] = r[6].split(":", 1)[0] or "unknown"
+            if r.meter in meters and r.meter not in out:
+                out[r.meter] = r.source.split(":", 1)[0] or "unknown"
     return out

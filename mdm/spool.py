@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from protocols.errors import ConfigError
+from protocols.reading import Quality, Reading
 
-__all__ = ["MAGIC", "Row", "Spool", "SpoolDamage", "SpoolStats", "decode_rows", "encode_rows"]
+__all__ = ["MAGIC", "Spool", "SpoolDamage", "SpoolStats", "decode_rows", "encode_rows"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ _SEGMENT = re.compile(r"^spool-(\d{12})\.log$")
 _MAX_RECORD = 512 * 1024 * 1024
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# (meter, quantity, ts, value, unit, quality, source): the row shape the ingestor stages.
-Row = tuple[str, str, datetime, float, str, int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,19 +74,20 @@ def _ts_us(ts: datetime) -> int:
     return (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
 
 
-def encode_rows(registers: Sequence[Row], intervals: Sequence[Row]) -> bytes:
-    def enc(rows: Sequence[Row]) -> list[list[Any]]:
-        return [[m, q, _ts_us(t), v, u, int(fl), s] for m, q, t, v, u, fl, s in rows]
+def encode_rows(registers: Sequence[Reading], intervals: Sequence[Reading]) -> bytes:
+    def enc(rows: Sequence[Reading]) -> list[list[Any]]:
+        return [[r.meter, r.quantity, _ts_us(r.ts), r.value, r.unit, int(r.quality), r.source] for r in rows]
 
     return json.dumps({"r": enc(registers), "i": enc(intervals)}, separators=(",", ":")).encode()
 
 
-def decode_rows(payload: bytes) -> tuple[list[Row], list[Row]]:
+def decode_rows(payload: bytes) -> tuple[list[Reading], list[Reading]]:
     obj = json.loads(payload)
 
-    def dec(rows: list[list[Any]]) -> list[Row]:
+    def dec(rows: list[list[Any]]) -> list[Reading]:
         return [
-            (str(m), str(q), _EPOCH + timedelta(microseconds=int(t)), float(v), str(u), int(fl), str(s))
+            Reading(str(m), str(q), _EPOCH + timedelta(microseconds=int(t)), float(v), str(u), Quality(int(fl)),
+                    str(s))
             for m, q, t, v, u, fl, s in rows
         ]
 
@@ -137,14 +137,14 @@ class Spool:
         os.fsync(self._active.fileno())
         self.records_written += 1
 
-    def append(self, registers: Sequence[Row], intervals: Sequence[Row]) -> None:
+    def append(self, registers: Sequence[Reading], intervals: Sequence[Reading]) -> None:
         """Write one record durably and switch to spooling mode (the database is down)."""
         payload = encode_rows(registers, intervals)
         with self._lock:
             self._append_locked(payload)
             self.spooling = True
 
-    def append_if_spooling(self, registers: Sequence[Row], intervals: Sequence[Row]) -> bool:
+    def append_if_spooling(self, registers: Sequence[Reading], intervals: Sequence[Reading]) -> bool:
         """While spooling (keeps arrival order during an outage and its replay): append, True."""
         if not self.spooling:
             return False

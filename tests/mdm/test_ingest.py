@@ -117,7 +117,7 @@ async def test_outage_spools_then_replays_in_order(fresh_dsn: str, tmp_path: Pat
 async def test_damaged_spool_tail_replays_good_records_and_reports(fresh_dsn: str, tmp_path: Path) -> None:
     d = tmp_path / "spool"
     sp = Spool(d)
-    rows = [(r.meter, r.quantity, r.ts, r.value, r.unit, int(r.quality), r.source) for r in readings(0, 300)]
+    rows = list(readings(0, 300))
     for k in range(3):
         sp.append([], rows[k * 100:(k + 1) * 100])
     sp.close()
@@ -137,7 +137,7 @@ async def test_damaged_spool_tail_replays_good_records_and_reports(fresh_dsn: st
 async def test_corrupted_record_in_the_middle_later_records_still_replayed(fresh_dsn: str, tmp_path: Path) -> None:
     d = tmp_path / "spool"
     sp = Spool(d)
-    rows = [(r.meter, r.quantity, r.ts, r.value, r.unit, int(r.quality), r.source) for r in readings(0, 300)]
+    rows = list(readings(0, 300))
     for k in range(3):
         sp.append([], rows[k * 100:(k + 1) * 100])
     sp.close()
