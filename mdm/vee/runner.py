@@ -530,7 +530,11 @@ def _register_checks(regs: storeio.Readings, meters: list[str], th: Thresholds, 
                     segment[rows, 0] == segment[rows, k - 1])
                 use = ok & complete & same_seg
                 if use.any():
-                    f = rules.check_sum_intervals_register(isum[use], val[fi][use], val[la][use], ts_a[use], ts_b[use],
+                    # a rollover inside the span: the register delta wraps around register_max
+                    rolled = np.zeros(m_n, dtype=bool)
+                    rolled[roll.rows] = True
+                    end_v = np.where(rolled[rows] & (val[la] < val[fi]), val[la] + th.register_max, val[la])
+                    f = rules.check_sum_intervals_register(isum[use], val[fi][use], end_v[use], ts_a[use], ts_b[use],
                                                            th)
                     out.append(rules.Findings(f.rule, rows[use][f.rows], f.start, f.end, f.values, f.explanation))
     # tariff registers vs total at the same time

@@ -216,3 +216,18 @@ def test_dst_day_has_92_quarter_hours(conn: psycopg.Connection) -> None:
     by = {(r.meter, r.rule): r for r in s.records}
     assert (full, "day_count") not in by and (full, "gap") not in by
     assert by[(holed, "day_count")].values == {"found": 88, "expected": 92}
+
+
+def test_rollover_is_not_a_decrease_and_sums_across_it(conn: psycopg.Connection) -> None:
+    m = f"R{uuid.uuid4().hex[:8]}"
+    load_meter(conn, m)
+    row = conn.execute("SELECT value FROM register_reads WHERE meter = %s AND ts = %s", (m, DAY)).fetchone()
+    assert row is not None
+    reg_max = round(row[0] + 3.0, 2)  # the register wraps 3 kWh into the day
+    conn.execute("UPDATE register_reads SET value = value - %s WHERE meter = %s AND ts = %s",
+                 (reg_max, m, DAY + timedelta(days=1)))
+    cfg = VeeConfig(classes={"residential": Thresholds(history_days=7, register_max=reg_max)})
+    s = run_vee(conn, DAY, DAY + timedelta(days=1), meters=[m], config=cfg, now=DAY + timedelta(days=2))
+    rules_found = {r.rule for r in s.records}
+    assert "register_rollover" in rules_found
+    assert "register_decrease" not in rules_found and "sum_register" not in rules_found
