@@ -167,6 +167,35 @@ def report_cmd(
         console.print("versions by method: " + ", ".join(f"{m} {n}" for m, n in est))
 
 
+@vee_app.command("resolve")
+def resolve_cmd(
+    ctx: typer.Context,
+    ids: Annotated[list[int], typer.Argument(help="Exception ids (from vee report).")],
+    operator: Annotated[str, typer.Option("--operator", "-o", envvar="HEADEND_OPERATOR")],
+    status: Annotated[str, typer.Option("--status", help="resolved (handled) or dismissed (not a problem: "
+                                        "anomaly ranking ignores it).")] = "resolved",
+    note: Annotated[str, typer.Option("--note")] = "",
+    json_: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Take exceptions off the open queue (the row and its values stay; who and why are recorded)."""
+    if status not in ("resolved", "dismissed", "open"):
+        raise fail("--status must be resolved, dismissed or open", ExitCode.USAGE)
+    with db(ctx, config) as conn:
+        rows = conn.execute(
+            "UPDATE vee_exceptions SET status = %s, vals = vals || jsonb_build_object('resolution', "
+            "jsonb_build_object('by', %s::text, 'note', %s::text, 'at', now())) WHERE id = ANY(%s) RETURNING id",
+            (status, operator, note, ids)).fetchall()
+    done = sorted(r[0] for r in rows)
+    missing = sorted(set(ids) - set(done))
+    if json_:
+        print_json({"updated": done, "not_found": missing, "status": status})
+    else:
+        console.print(f"{len(done)} exceptions {status}" + (f"; not found: {missing}" if missing else ""))
+    if missing:
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
 @vee_app.command("rules")
 def rules_cmd(json_: JsonOpt = False) -> None:
     """The rule catalogue (ids stored with each exception)."""

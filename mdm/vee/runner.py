@@ -590,7 +590,8 @@ _UPSERT_EXC = """
 INSERT INTO vee_exceptions (run_id, rule, severity, meter, quantity, start_ts, end_ts, vals, explanation)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (meter, rule, quantity, start_ts, end_ts) DO UPDATE SET
-    run_id = EXCLUDED.run_id, severity = EXCLUDED.severity, vals = EXCLUDED.vals,
+    run_id = EXCLUDED.run_id, severity = EXCLUDED.severity,
+    vals = EXCLUDED.vals || jsonb_strip_nulls(jsonb_build_object('resolution', vee_exceptions.vals -> 'resolution')),
     explanation = EXCLUDED.explanation, last_seen = now()
 """
 

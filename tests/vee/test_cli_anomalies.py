@@ -104,6 +104,16 @@ def test_cli_end_to_end(vee_dsn: str, area: dict[str, object], tmp_path: Path,
     assert rep["versions_by_method"]
     r = runner.invoke(app, ["vee", "report"])
     assert r.exit_code == 0 and "exception queue" in r.output
+    gap_id = next(e["id"] for e in rep["exceptions"] if e["rule"] == "gap")
+    r = runner.invoke(app, ["vee", "resolve", str(gap_id), "999999999", "--operator", "carol", "--note", "re-read"])
+    assert r.exit_code == 10, r.output  # PARTIAL: one id unknown
+    r = runner.invoke(app, ["vee", "run", "--from", day.date().isoformat(), "--meters", meters, "--json"])
+    assert r.exit_code == 0
+    r = runner.invoke(app, ["vee", "report", "--meter", thief, "--json", "--status", "all"])
+    gap = next(e for e in json.loads(r.output)["exceptions"] if e["id"] == gap_id)
+    assert gap["values"]["resolution"]["by"] == "carol"  # a re-run keeps the resolution
+    r = runner.invoke(app, ["vee", "report", "--meter", thief, "--json"])
+    assert all(e["id"] != gap_id for e in json.loads(r.output)["exceptions"])
 
     ts = (day + timedelta(hours=10)).isoformat()
     r = runner.invoke(app, ["reads", "edit", "--meter", thief, "--ts", ts, "--value", "0.05", "--reason",
