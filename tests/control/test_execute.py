@@ -242,3 +242,40 @@ async def test_secrets_absent_from_logs_and_audit(bench: Bench, caplog: pytest.L
             assert form.lower() not in logged, form
             assert form.lower() not in dump, form
     _ = logging
+
+
+async def test_cancelled_mid_batch_then_restarted_sends_each_trip_once(fresh_dsn: str) -> None:
+    """A real interruption: the executor task is cancelled while frames are on a slow line, then a new
+    executor (a restarted process) runs the same plan. Every meter ends tripped by exactly one frame."""
+    import asyncio
+
+    from headend.control.directory import MeterDirectory, Route
+    from headend.control.executor import Executor
+    from protocols.dlt645.client import Dlt645Client
+    from simulators.dlt645 import MeterBusSimulator
+
+    async with MeterBusSimulator(6, transport="tcp", seed=6, line_time=True, baud=2400) as sim:
+        seed_arrears(fresh_dsn, [{"account": f"A{i}", "meter": a} for i, a in enumerate(sim.addresses)])
+        directory = MeterDirectory({a: Route(a, "bus-1", "dlt645", sim.url) for a in sim.addresses})
+
+        def make(client: Dlt645Client) -> Executor:
+            return Executor(fresh_dsn, control_settings(), directory, secrets_store(), clients={"bus-1": client},
+                            now=lambda: WORK_TIME, pool_size=2)
+
+        async with Dlt645Client.from_url(sim.url, timeout=1.0, breaker=False) as client, make(client) as ex:
+            plan = await plan_and_approve(ex, approver="carol")
+            task = asyncio.create_task(ex.execute_plan(plan, "alice"))
+            while sum(1 for r in sim.received if r.frame.function == 0x1C) < 3:  # noqa: ASYNC110 (polls the sim)
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # somewhere inside the third command's exchange
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        done_before = sum(1 for a in sim.addresses if sim.meters[a].relay_open)
+        assert 2 <= done_before < 6
+        async with Dlt645Client.from_url(sim.url, timeout=1.0, breaker=False) as client, make(client) as ex:
+            report = await ex.execute_plan(plan, "alice")
+        assert all(sim.meters[a].relay_open for a in sim.addresses)
+        assert [len([r for r in sim.received if r.frame.function == 0x1C and r.frame.address == a])
+                for a in sim.addresses] == [1] * 6
+        assert {o.state for o in report.outcomes} == {"confirmed"}
