@@ -38,6 +38,7 @@ __all__ = [
     "LoadLimit",
     "LoadMonitor",
     "LoadSettings",
+    "MonitoredSink",
     "audit_command",
     "load_limits",
     "run",
@@ -330,6 +331,37 @@ async def run_load_command(
     return CommandOutcome(request, result, readback, "accepted" if result.accepted else "rejected")
 
 
+class MonitoredSink:
+    """Wraps any reading sink (``submit(readings)``, e.g. :class:`mdm.ingest.Ingestor`) so every
+    reading on its way to the store also passes the load monitor: for paths that are not channel
+    jobs (MQTT telemetry). Crossings go to ``events`` (stored by :func:`run` or :func:`store_events`)."""
+
+    def __init__(self, inner: Any, monitor: LoadMonitor, events: Any | None = None) -> None:
+        import asyncio
+
+        self.inner = inner
+        self.monitor = monitor
+        self.events: asyncio.Queue[list[LoadEvent]] = events if events is not None else asyncio.Queue()
+
+    @classmethod
+    def for_daemon(cls, daemon: Any, inner: Any) -> Any:
+        """``inner`` wrapped with the daemon's load monitor (the ``headend.loadmon`` plug-in stores
+        the events), or ``inner`` itself when the plug-in is not running."""
+        monitor = getattr(daemon, "load_monitor", None)
+        if monitor is None:
+            return inner
+        return cls(inner, monitor, getattr(daemon, "load_events", None))
+
+    async def submit(self, readings: Sequence[Reading]) -> Any:
+        events = self.monitor.observe(readings)
+        if events:
+            self.events.put_nowait(events)
+        return await self.inner.submit(readings)
+
+    def __getattr__(self, name: str) -> Any:  # flush(), aclose(), stats... of the wrapped sink
+        return getattr(self.inner, name)
+
+
 # ------------------------------------------------------------------ daemon plug-in
 
 
@@ -346,7 +378,8 @@ async def run(daemon: Any, *, reload_every: float = 60.0) -> None:
     config_limits = settings.limit_table()
     monitor = LoadMonitor(config_limits, settings.customers)
     pending: asyncio.Queue[list[LoadEvent]] = asyncio.Queue()
-    daemon.load_monitor = monitor
+    daemon.load_monitor = monitor  # for MonitoredSink.for_daemon (readings that are not channel jobs)
+    daemon.load_events = pending
 
     def listener(channel: Any, job: Any, outcome: Any, readings: Sequence[Reading]) -> None:
         if readings:

@@ -89,3 +89,25 @@ def test_bad_limit_config_is_rejected(tmp_path, bad: str) -> None:  # type: igno
     cfg.write_text(bad)
     with pytest.raises(ConfigError):
         load_settings(cfg)
+
+
+async def test_monitored_sink_watches_readings_on_their_way_to_the_store() -> None:
+    class Inner:
+        def __init__(self) -> None:
+            self.got: list[Reading] = []
+
+        async def submit(self, readings: list[Reading]) -> int:
+            self.got.extend(readings)
+            return len(readings)
+
+        async def flush(self) -> str:
+            return "flushed"
+
+    from headend.loadmon import MonitoredSink
+
+    inner = Inner()
+    sink = MonitoredSink(inner, LoadMonitor([LoadLimit("LMT00001", power_kw=10.0)]))
+    assert await sink.submit([power("LMT00001", 12.0), power("LMT00002", 50.0)]) == 2
+    assert len(inner.got) == 2 and await sink.flush() == "flushed"
+    (ev,) = sink.events.get_nowait()
+    assert ev.meter == "LMT00001" and ev.kind == "power_limit_exceeded"
