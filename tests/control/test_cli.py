@@ -151,3 +151,21 @@ def test_cli_end_to_end(tmp_path: Path, fresh_dsn: str, sim: MeterBusSimulator,
     for secret in (PASSWORD, OPERATOR_CODE):
         for form in wire_forms(secret):
             assert form.lower() not in everything, form
+
+
+@pytest.mark.parametrize("argv", [
+    ["control", "--help"], ["control", "plan", "--help"], ["control", "approve", "--help"],
+    ["control", "execute", "--help"], ["control", "disconnect", "--help"], ["control", "reconnect", "--help"],
+    ["control", "run-due", "--help"], ["control", "status", "--help"], ["control", "rules", "--help"],
+    ["arrears", "import", "--help"], ["arrears", "exemptions", "--help"], ["arrears", "list", "--help"],
+    ["payments", "import", "--help"],
+])
+def test_help(argv: list[str]) -> None:
+    r = CliRunner().invoke(app, argv)
+    assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_operator_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HEADEND_OPERATOR", raising=False)
+    r = CliRunner().invoke(app, ["control", "plan", "--dry-run"])
+    assert r.exit_code == 9 and "operator" in r.output
