@@ -36,7 +36,8 @@ from mdm.vee.config import Thresholds, VeeConfig, load_vee_config
 from mdm.vee.estimate import estimate, method_name
 from protocols.reading import Quality
 
-__all__ = ["RULE_ORDERS", "RunSummary", "build_grid", "run_vee", "store_exceptions"]
+__all__ = ["FLAG_ORDERS", "RULE_ORDERS", "RunSummary", "build_grid", "orders_from_flags", "run_vee",
+           "store_exceptions"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def run_vee(
         if progress:
             progress(min(i + chunk_meters, len(all_meters)), len(all_meters))
     if raise_orders:
-        summary.work_orders = raise_orders_for_run(conn, run_id)
+        summary.work_orders = raise_orders_for_run(conn, run_id) + orders_from_flags(conn, all_meters)
     summary.seconds = time.perf_counter() - t_begin
     conn.execute("UPDATE vee_runs SET finished_at = now(), meters = %s, intervals = %s, exceptions = %s, "
                  "estimates = %s, work_orders = %s WHERE id = %s",
@@ -603,6 +604,24 @@ def store_exceptions(conn: Connection[Any], recs: Sequence[rules.VeeException], 
     with conn.cursor() as cur:
         cur.executemany(_UPSERT_EXC, [(run_id, r.rule, r.severity, r.meter, quantity, r.start, r.end, Jsonb(r.values),
                                        r.explanation) for r in recs])
+
+
+#: Flags the collection daemon keeps in ``meter_flags`` -> work order type.
+FLAG_ORDERS: dict[str, wo.WorkOrderType] = {"clock_off": wo.WorkOrderType.CLOCK_ERROR}
+
+
+def orders_from_flags(conn: Connection[Any], meters: Sequence[str]) -> list[int]:
+    """Raised (not cleared) daemon flags become work orders, once per flag raise (evidence key)."""
+    if not storeio.columns(conn, "meter_flags") or not meters:
+        return []
+    rows = conn.execute("SELECT meter, flag, raised_at, detail FROM meter_flags WHERE cleared_at IS NULL AND "
+                        "meter = ANY(%s) AND flag = ANY(%s)", (list(meters), list(FLAG_ORDERS))).fetchall()
+    ids = []
+    for meter, flag, raised_at, detail in rows:  # one row per flagged meter
+        ev = {"summary": f"daemon flag {flag}: {detail}", "flag": flag, "detail": detail,
+              "key": f"flag-{flag}-{raised_at.isoformat()}"}
+        ids.append(wo.raise_work_order_sync(conn, meter, FLAG_ORDERS[flag], ev, source="daemon-flag").id)
+    return ids
 
 
 def raise_orders_for_run(conn: Connection[Any], run_id: int) -> list[int]:

@@ -231,3 +231,15 @@ def test_rollover_is_not_a_decrease_and_sums_across_it(conn: psycopg.Connection)
     rules_found = {r.rule for r in s.records}
     assert "register_rollover" in rules_found
     assert "register_decrease" not in rules_found and "sum_register" not in rules_found
+
+
+def test_daemon_clock_flag_becomes_one_clock_order(conn: psycopg.Connection) -> None:
+    m = f"K{uuid.uuid4().hex[:8]}"
+    load_meter(conn, m)
+    conn.execute("INSERT INTO meter_flags (meter, flag, detail) VALUES (%s, 'clock_off', %s)",
+                 (m, '{"offset_s": 420}'))
+    for _ in range(2):
+        run_vee(conn, DAY, DAY + timedelta(days=1), meters=[m], config=CFG, now=DAY + timedelta(days=2))
+    rows = conn.execute("SELECT type, jsonb_array_length(evidence) FROM work_orders WHERE meter = %s",
+                        (m,)).fetchall()
+    assert rows == [("clock_error", 1)]
