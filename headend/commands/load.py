@@ -7,6 +7,7 @@
     headend load purchase   --device 1 --kwh 100   --operator alice --port ... [--request-id ORDER-17]
     headend load status     --device 1 --port ...
     headend load limits     [--set TARGET --power-kw 80 [--demand-kw 90] [--kind customer]] --operator alice
+    headend load events     [--device LMT0001@1] [--limit 50]
 
 Every command writes a ``requested`` row to ``load_control_log`` before it is sent and a
 ``result`` row (accepted, reason, read-back values, frames) after; without a database
@@ -304,6 +305,43 @@ def limits_cmd(
         print_table(["target", "kind", "power kW", "demand kW", "source"],
                     [(r["target"], r["kind"], r["power_kw"], r["demand_kw"], r["source"]) for r in rows],
                     title="load limits")
+
+
+@load_app.command("events")
+def events_cmd(
+    ctx: typer.Context,
+    device: Annotated[str | None, typer.Option("--device", "-d", help="Only this terminal or customer.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most recent N events.")] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Limit crossings (power/demand exceeded and cleared), most recent first."""
+
+    async def run() -> list[dict[str, Any]]:
+        dsn = _dsn(ctx)
+        if dsn is None:
+            raise ConfigError("no database configured")
+        conn = await _connect(dsn)
+        try:
+            cur = await conn.execute(
+                """SELECT ts, meter, customer, kind, value, limit_value FROM load_events
+                   WHERE (%(d)s::text IS NULL OR meter = %(d)s) ORDER BY ts DESC, id DESC LIMIT %(n)s""",
+                {"d": device, "n": limit},
+            )
+            cols = ("ts", "meter", "customer", "kind", "value", "limit")
+            return [dict(zip(cols, row, strict=True)) for row in await cur.fetchall()]
+        finally:
+            await conn.close()
+
+    try:
+        rows = asyncio.run(run())
+    except HeadendError as exc:
+        raise fail(exc) from None
+    if json_out:
+        print_json(rows)
+        return
+    print_table(["time", "meter", "customer", "event", "value", "limit"],
+                [(r["ts"], r["meter"], r["customer"], r["kind"], f"{r['value']:g}", f"{r['limit']:g}") for r in rows],
+                title="load events")
 
 
 def register(app: typer.Typer) -> None:

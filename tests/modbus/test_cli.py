@@ -171,3 +171,31 @@ def test_load_commands_over_mqtt(mqtt_broker, mqtt_prefix: str, pg_dsn: str,  # 
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+def test_limits_and_events_commands(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from headend.loadmon import LoadLimit, LoadMonitor, store_events
+    from protocols.reading import Reading
+
+    monkeypatch.setenv("HEADEND_DATABASE__DSN", pg_dsn)
+    r = runner.invoke(app, ["load", "limits", "--set", "CLI-CUST", "--kind", "customer", "--power-kw", "75",
+                            "--operator", "erin", "--json"])
+    assert r.exit_code == 0, r.output
+    assert {"target": "CLI-CUST", "kind": "customer", "power_kw": 75.0, "demand_kw": None,
+            "source": "database"} in json.loads(r.stdout)
+
+    async def crossing() -> None:
+        from datetime import UTC, datetime
+
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            mon = LoadMonitor([LoadLimit("CLI-T1@1", power_kw=5.0)])
+            ts = datetime(2026, 8, 1, 12, tzinfo=UTC)
+            await store_events(conn, mon.observe([Reading("CLI-T1@1", "power.active.total", ts, 9.5, "kW")]))
+
+    asyncio.run(crossing())
+    r = runner.invoke(app, ["load", "events", "--device", "CLI-T1@1", "--json"])
+    assert r.exit_code == 0, r.output
+    (ev,) = json.loads(r.stdout)
+    assert ev["kind"] == "power_limit_exceeded" and ev["value"] == 9.5 and ev["limit"] == 5.0
