@@ -124,7 +124,7 @@ class Executor:
         timezone: str = "Asia/Shanghai",
         now: Callable[[], datetime] | None = None,
         hooks: Sequence[str | ExternalHook] | None = None,
-        pool_size: int = 4,
+        pool_size: int | None = None,
     ) -> None:
         self.settings = settings
         self.directory = directory
@@ -132,6 +132,8 @@ class Executor:
         self.clients = ClientProvider(directory, clients)
         self.planner = Planner(settings, directory, timezone=timezone, hooks=hooks)
         self.now = now or (lambda: datetime.now(UTC))
+        if pool_size is None:  # about one connection per two buses driven in parallel, within reason
+            pool_size = max(2, min(40, len({r.bus for r in directory.routes.values()}) // 2 + 2))
         self.pool = AsyncConnectionPool(conninfo, min_size=1, max_size=pool_size, open=False,
                                         kwargs={"autocommit": True})
         self._secret_values = tuple(secrets.values())

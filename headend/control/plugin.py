@@ -33,7 +33,7 @@ async def run_once(daemon: Any, secrets: Any) -> int:
     full = MeterDirectory.from_settings(daemon.settings)
     routes: dict[str, Route] = {m: r for m, r in full.routes.items() if r.bus in held}
     ex = Executor(daemon.dsn, daemon.settings.control, MeterDirectory(routes), secrets, clients=held,
-                  timezone=daemon.settings.timezone, pool_size=2)
+                  timezone=daemon.settings.timezone)
     async with ex:
         report = await ex.run_due()
     if report.outcomes:

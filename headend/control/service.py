@@ -31,7 +31,7 @@ class ControlEnv:
     def planner(self) -> Planner:
         return Planner(self.settings.control, self.directory, timezone=self.settings.timezone)
 
-    def executor(self, pool_size: int = 4) -> Executor:
+    def executor(self, pool_size: int | None = None) -> Executor:
         return Executor(self.dsn, self.settings.control, self.directory, self.secrets, clients=self.clients,
                         timezone=self.settings.timezone, now=self.now, pool_size=pool_size)
 
