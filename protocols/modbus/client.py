@@ -133,7 +133,6 @@ class ModbusLink:
         self.name = spec.name
         self.last_tx = b""
         self.last_rx = b""
-        self._connect_failed_at = 0.0
         common: dict[str, Any] = {
             "timeout": spec.timeout,
             "retries": 0,  # retries are ours (per device, with the breaker)
