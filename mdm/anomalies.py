@@ -238,8 +238,8 @@ def find_suspects(conn: Connection[Any], start: datetime, end: datetime, *, tz: 
     areas_out: list[dict[str, Any]] = []
     if ms and daily.shape[1] > recent + 7:
         info = storeio.meter_info(conn, ms)
-        exch = {e["old_meter"] for e in storeio.load_exchanges(conn, ms, start, end)} | {
-            e["new_meter"] for e in storeio.load_exchanges(conn, ms, start, end)}
+        exch_rows = storeio.load_exchanges(conn, ms, start, end)
+        exch = {e["old_meter"] for e in exch_rows} | {e["new_meter"] for e in exch_rows}
         area_check, member = storeio.load_areas(conn)
         checks = {c for c in area_check.values() if c}
         customers = [i for i, m in enumerate(ms) if m not in checks]

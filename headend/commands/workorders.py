@@ -162,10 +162,13 @@ def complete_cmd(
         parts = exchange.split(":")
         if len(parts) not in (3, 4):
             raise fail("--exchange needs NEW_METER:OLD_FINAL_READ:NEW_START_READ[:MULTIPLIER]", ExitCode.USAGE)
-        outcome["exchange"] = {"new_meter": parts[0], "old_final_read": float(parts[1]),
-                               "new_start_read": float(parts[2]),
-                               "multiplier": float(parts[3]) if len(parts) == 4 else None,
-                               "ts": datetime.now().astimezone().isoformat()}
+        try:
+            outcome["exchange"] = {"new_meter": parts[0], "old_final_read": float(parts[1]),
+                                   "new_start_read": float(parts[2]),
+                                   "multiplier": float(parts[3]) if len(parts) == 4 else None,
+                                   "ts": datetime.now().astimezone().isoformat()}
+        except ValueError:
+            raise fail(f"bad --exchange {exchange!r}: reads and multiplier must be numbers", ExitCode.USAGE) from None
     if finding:
         outcome["finding"] = finding
     if theft is not None:
