@@ -94,7 +94,7 @@ class Reader:
 
 
 async def main(buses: int, meters: int, baseline_s: float, server_dsn: str, reads: bool = True,
-               pool: int = 32) -> dict[str, Any]:
+               pool: int = 0) -> dict[str, Any]:
     name = f"bench_control_{os.getpid()}"
     with psycopg.connect(server_dsn, autocommit=True) as c:
         c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -162,7 +162,7 @@ async def _run(dsn: str, buses: int, meters: int, baseline_s: float, reads: bool
                                    roles={"plan": ["planner"], "approve": ["approver"], "execute": ["operator"]})
         secrets = load_secrets(None, {"HEADEND_METER_PASSWORD": "123456", "HEADEND_OPERATOR_CODE": "00000001"})
         ex = Executor(dsn, settings, MeterDirectory(routes), secrets, clients=clients, now=lambda: AT,
-                      pool_size=pool)
+                      pool_size=pool or None)
         readers = [Reader(clients[bus], [a for a, r in routes.items() if r.bus == bus]) for bus in clients]
         stop = asyncio.Event()
         tasks = [asyncio.create_task(r.run(stop)) for r in readers] if reads else []
@@ -212,7 +212,7 @@ async def _run(dsn: str, buses: int, meters: int, baseline_s: float, reads: bool
             "scheduled_reads_per_s_baseline": round(base_rate, 1),
             "scheduled_reads_per_s_during_control": round(during_rate, 1),
             "scheduled_throughput_ratio": round(during_rate / base_rate, 3) if base_rate else None,
-            "scheduled_reads": reads, "db_pool": pool,
+            "scheduled_reads": reads, "db_pool": ex.pool.max_size,
             "scheduled_read_bound_per_s": round(buses / READ_COST, 1),
             "service_mean_s": round(statistics.fmean(service), 3) if service else None,
         }
@@ -233,7 +233,8 @@ def cli() -> None:
     ap.add_argument("--meters", type=int, default=10)
     ap.add_argument("--baseline", type=float, default=8.0, help="seconds of scheduled reads alone")
     ap.add_argument("--no-reads", action="store_true", help="no scheduled reads (control traffic alone)")
-    ap.add_argument("--pool", type=int, default=32, help="database connections of the executor")
+    ap.add_argument("--pool", type=int, default=0, help="database connections of the executor (0: automatic, "
+                                                        "about one per two buses, at most 40)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--serve-sims", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
