@@ -460,8 +460,9 @@ async def publish_orders(
     only_unpublished: bool = True,
     username: str | None = None,
     password: str | None = None,
+    retain: bool = True,
 ) -> int:
-    """Publish open orders (QoS 1, retained per order) on ``<prefix>/workorders/<type>/<id>``.
+    """Publish open orders (QoS 1, retained per order unless ``retain=False``) on ``<prefix>/workorders/<type>/<id>``.
 
     Marks them ``published_at`` once the broker acknowledged. Returns the number published.
     """
@@ -480,7 +481,7 @@ async def publish_orders(
                               identifier=f"ami-workorders-{id(conn)}") as client:
         for o in orders:
             topic = f"{topic_prefix}/workorders/{o.type}/{o.id}"
-            await client.publish(topic, json.dumps(order_message(o), ensure_ascii=False), qos=1, retain=True)
+            await client.publish(topic, json.dumps(order_message(o), ensure_ascii=False), qos=1, retain=retain)
     with conn.cursor() as cur:
         cur.execute("UPDATE work_orders SET published_at = now() WHERE id = ANY(%s)", ([o.id for o in orders],))
     return len(orders)

@@ -223,6 +223,8 @@ def publish_cmd(
     host: Annotated[str | None, typer.Option("--host", help="Broker (default: mqtt.host setting).")] = None,
     port: Annotated[int | None, typer.Option("--port")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Republish every open order, not only new or changed.")] = False,
+    retain: Annotated[bool, typer.Option("--retain/--no-retain", help="Retained messages (the field system "
+                                         "sees the latest state of each order on connect).")] = True,
     json_: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -233,7 +235,8 @@ def publish_cmd(
     with _conn(ctx, config) as conn:
         try:
             n = asyncio.run(wo.publish_orders(conn, host=h, port=p, topic_prefix=settings.mqtt.topic_prefix,
-                                              only_unpublished=not all_, username=settings.mqtt.username))
+                                              only_unpublished=not all_, username=settings.mqtt.username,
+                                              retain=retain))
         except OSError as exc:
             raise fail(f"cannot publish to {h}:{p}: {exc}", ExitCode.TRANSPORT) from None
         except Exception as exc:  # aiomqtt.MqttError and friends

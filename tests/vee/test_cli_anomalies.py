@@ -192,8 +192,8 @@ def test_cli_publish_work_orders(vee_dsn: str, mqtt_broker: Any, mqtt_prefix: st
                             "--json"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["workorders", "publish", "--host", mqtt_broker.host, "--port", str(mqtt_broker.port),
-                            "--json"])
+                            "--no-retain", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["published"] >= 1
-    r = runner.invoke(app, ["workorders", "publish", "--host", "127.0.0.1", "--port", "1", "--all"])
+    r = runner.invoke(app, ["workorders", "publish", "--host", "127.0.0.1", "--port", "1", "--all", "--no-retain"])
     assert r.exit_code == 6  # TRANSPORT: broker unreachable

@@ -125,7 +125,7 @@ def test_publish_on_mqtt(conn: psycopg.Connection, mqtt_broker: Any, mqtt_prefix
         got: dict[str, object] = {}
         async with aiomqtt.Client(hostname=host, port=port, identifier=f"sub-{uuid.uuid4().hex[:8]}") as sub:
             await sub.subscribe(f"{prefix}/workorders/#", qos=1)
-            n = await wo.publish_orders(conn, host=host, port=port, topic_prefix=prefix)
+            n = await wo.publish_orders(conn, host=host, port=port, topic_prefix=prefix, retain=False)
             assert n >= 1
             async with asyncio.timeout(10):
                 async for msg in sub.messages:
