@@ -222,8 +222,8 @@ def find_suspects(conn: Connection[Any], start: datetime, end: datetime, *, tz: 
             f"WHERE start_ts < %s AND end_ts > %s {meter_filter} AND status <> 'dismissed'",
             [end, start, *params[2:]]).fetchall():
         kind = RULE_INDICATOR.get(rule)
-        if kind is None or (kind == "clock_tamper" and severity != "error"):
-            continue
+        if kind is None or (kind in ("clock_tamper", "register_decrease") and severity != "error"):
+            continue  # a small clock drift, or a drop explained by the clock, is not a tamper sign
         hits.append(Hit(meter, kind, explanation, 1.0, s_ts))
     ms, days, daily = storeio.daily_energy(conn, meters, start, end, tz)
     events = storeio.load_events(conn, ms or list(meters or []), start, end)
