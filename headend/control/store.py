@@ -121,15 +121,29 @@ async def load_accounts(
     directory: MeterDirectory,
     accounts: Sequence[str] | None = None,
 ) -> list[AccountState]:
-    """Accounts in arrears (or the given ones) with notices and exemptions, for the rules."""
+    """Accounts in arrears (or the given ones) with notices and exemptions, for the rules.
+
+    The meter comes from the billing link (``control_accounts``), else from the store's asset tables
+    (account -> service point -> current meter installation); the store's ``accounts.keep_power``
+    flag (保电) counts as a keep-power exemption.
+    """
     where, params = ("a.account = ANY(%s)", [list(accounts)]) if accounts is not None else ("TRUE", [])
     cur = await conn.execute(
-        f"""SELECT a.account, ca.meter, a.amount, a.days_overdue, coalesce(ca.utility, 'default'),
+        f"""SELECT a.account,
+                   coalesce(ca.meter, (SELECT mi.meter FROM accounts ba
+                                         JOIN service_points sp ON sp.account_id = ba.id
+                                         JOIN meter_installations mi ON mi.service_point_id = sp.id
+                                        WHERE ba.account_no = a.account AND mi.removed_at IS NULL
+                                        ORDER BY mi.installed_at DESC LIMIT 1)),
+                   a.amount, a.days_overdue, coalesce(ca.utility, 'default'),
                    a.cleared_at IS NOT NULL,
                    (SELECT coalesce(json_agg(json_build_array(n.kind, n.delivered_at, n.method)), '[]')
                       FROM notices n WHERE n.account = a.account),
-                   (SELECT coalesce(json_agg(json_build_array(e.kind, e.until, e.note)), '[]')
+                   (SELECT coalesce(jsonb_agg(jsonb_build_array(e.kind, e.until, e.note)), '[]'::jsonb)
                       FROM exemptions e WHERE e.account = a.account AND e.since <= now())
+                   || (SELECT coalesce(jsonb_agg(jsonb_build_array('keep_power', NULL, 'keep-power flag on the '
+                                                                   || 'account')), '[]'::jsonb)
+                         FROM accounts ba WHERE ba.account_no = a.account AND ba.keep_power)
               FROM arrears a LEFT JOIN control_accounts ca ON ca.account = a.account
              WHERE {where} ORDER BY a.account""", params)
     return [

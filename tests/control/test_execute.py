@@ -279,3 +279,28 @@ async def test_cancelled_mid_batch_then_restarted_sends_each_trip_once(fresh_dsn
         assert [len([r for r in sim.received if r.frame.function == 0x1C and r.frame.address == a])
                 for a in sim.addresses] == [1] * 6
         assert {o.state for o in report.outcomes} == {"confirmed"}
+
+
+async def test_store_assets_give_the_meter_and_keep_power_blocks(bench: Bench) -> None:
+    """Accounts known only to the store's asset tables: the meter comes from the current installation,
+    and the account's keep-power flag (保电) blocks the cut."""
+    m = bench.sim.addresses
+    with psycopg.connect(bench.dsn, autocommit=True) as conn:
+        cust = conn.execute("INSERT INTO customers (customer_no) VALUES ('C-1') RETURNING id").fetchone()[0]
+        for i, keep in ((0, False), (1, True)):
+            acc = conn.execute("INSERT INTO accounts (account_no, customer_id, keep_power) VALUES (%s, %s, %s) "
+                               "RETURNING id", (f"S{i}", cust, keep)).fetchone()[0]
+            sp = conn.execute("INSERT INTO service_points (sp_no, account_id) VALUES (%s, %s) RETURNING id",
+                              (f"SP{i}", acc)).fetchone()[0]
+            conn.execute("INSERT INTO meters (address) VALUES (%s) ON CONFLICT DO NOTHING", (m[i],))
+            conn.execute("INSERT INTO meter_installations (meter, service_point_id, installed_at) "
+                         "VALUES (%s, %s, now() - interval '1 year')", (m[i], sp))
+            conn.execute("INSERT INTO arrears (account, amount, days_overdue, as_of) VALUES (%s, 99, 50, %s)",
+                         (f"S{i}", WORK_TIME - timedelta(days=20)))
+            conn.execute("INSERT INTO notices (account, kind, delivered_at, method) VALUES (%s, 'notice', %s, "
+                         "'letter')", (f"S{i}", WORK_TIME - timedelta(days=9)))
+    async with bench.executor() as ex, ex.pool.connection() as conn:
+        res = await ex.planner.plan(conn, WORK_TIME, operator="alice", dry_run=True)
+    by = {d.account: d for d in res.decisions}
+    assert by["S0"].cut and by["S0"].meter == m[0]
+    assert not by["S1"].cut and [c.code for c in by["S1"].reasons] == ["exemption.keep_power"]
