@@ -44,6 +44,18 @@ class MeterDirectory:
                 routes[m.address] = Route(m.address, ch.name, ch.protocol, ch.url, opts)
         return cls(routes)
 
+    def add_from_database(self, rows: Any, timezone: str) -> int:
+        """Routes from the store's ``meters`` x ``channels`` rows (address, channel, protocol, url, meter zone);
+        configured routes win. Returns how many were added."""
+        n = 0
+        for address, bus, protocol, url, zone in rows:
+            if address in self.routes or not url:
+                continue
+            opts: dict[str, Any] = {"tz": zone or timezone} if protocol == "dlt645" else {}
+            self.routes[address] = Route(address, bus, protocol, url, opts)
+            n += 1
+        return n
+
     def route(self, meter: str) -> Route:
         r = self.routes.get(meter)
         if r is None:

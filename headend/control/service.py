@@ -44,4 +44,21 @@ def open_env(settings: Settings, *, migrate: bool = True) -> ControlEnv:
     dsn = resolve_dsn(settings)
     if migrate:
         _migrate(dsn)
-    return ControlEnv(settings, dsn)
+    env = ControlEnv(settings, dsn)
+    env.directory.add_from_database(_db_routes(dsn), settings.timezone)
+    return env
+
+
+#: Meters the store knows with the channel (bus) they are read over.
+ROUTES_SQL = """SELECT m.address, c.name, c.protocol, c.url, m.time_zone
+                  FROM meters m JOIN channels c ON c.name = m.channel WHERE c.enabled"""
+
+
+def _db_routes(dsn: str) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            return conn.execute(ROUTES_SQL).fetchall()
+    except psycopg.errors.UndefinedTable:  # a store without the asset tables: config routes only
+        return []

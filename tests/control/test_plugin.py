@@ -40,3 +40,20 @@ async def test_plugin_reconnects_through_daemon_clients(fresh_dsn: str) -> None:
         with psycopg.connect(fresh_dsn, autocommit=True) as conn:
             states = conn.execute("SELECT kind, state FROM control_commands ORDER BY id").fetchall()
         assert states == [("disconnect", "superseded"), ("reconnect", "confirmed")]
+
+
+def test_routes_from_the_store(fresh_dsn: str) -> None:
+    from headend.control.directory import MeterDirectory, Route
+    from headend.control.service import _db_routes
+
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO channels (name, url, protocol) VALUES ('db-bus', 'tcp://10.0.0.9:4001', 'dlt645'), "
+                     "('off-bus', 'tcp://10.0.0.10:4001', 'dlt645')")
+        conn.execute("UPDATE channels SET enabled = false WHERE name = 'off-bus'")
+        conn.execute("INSERT INTO meters (address, channel, time_zone) VALUES ('000000000041', 'db-bus', 'UTC'), "
+                     "('000000000042', 'db-bus', NULL), ('000000000043', 'off-bus', NULL), "
+                     "('000000000044', NULL, NULL)")
+    d = MeterDirectory({"000000000042": Route("000000000042", "cfg-bus", "dlt645", "tcp://cfg:1")})
+    assert d.add_from_database(_db_routes(fresh_dsn), "Asia/Shanghai") == 1
+    assert d.route("000000000041") == Route("000000000041", "db-bus", "dlt645", "tcp://10.0.0.9:4001", {"tz": "UTC"})
+    assert d.bus_of("000000000042") == "cfg-bus" and d.bus_of("000000000043") == ""
