@@ -112,6 +112,9 @@ class VeeConfig(BaseModel):
     default_class: str = "residential"
     timezone: str | None = Field(default=None, description="local zone for day counts; None = the headend timezone")
     interval_seconds: int = 900
+    daily_run_at: str = Field(default="06:30", pattern=r"^\d{2}:\d{2}$",
+                              description="local time the daemon plug-in validates the previous day")
+    anomaly_min_score: float = Field(default=3.0, description="suspects at or above this get a theft order")
     classes: dict[str, Thresholds] = Field(
         default_factory=lambda: {k: Thresholds(**v) for k, v in _DEFAULT_CLASSES.items()})
     class_map: dict[str, str] = Field(
