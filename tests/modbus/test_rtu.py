@@ -14,7 +14,7 @@ from simulators.modbus.server import ModbusSimulator
 
 def rtu_client(sim: ModbusSimulator, **kw: object) -> ModbusClient:
     # a pty rejects even parity (ecosystem.md section 5): parity=N
-    return ModbusClient.from_url(f"serial://{sim.pty_path}?baud=9600&parity=N&timeout=0.15", **kw)
+    return ModbusClient.from_url(f"serial://{sim.pty_path}?baud=9600&parity=N&timeout=0.3", **kw)
 
 
 async def test_rtu_reads_every_unit_on_the_line(rtu_line: ModbusSimulator) -> None:
@@ -75,9 +75,9 @@ async def test_late_reply_does_not_answer_the_next_request() -> None:
     late-reply guard its answer would be taken for the next request to unit 1 (and unit 1 blamed)."""
     from simulators.modbus.server import Faults
 
-    sim = ModbusSimulator.build("generic_terminal", devices=3, faults=Faults(slow={2: 0.25}))
+    sim = ModbusSimulator.build("generic_terminal", devices=3, faults=Faults(slow={2: 0.4}))
     await sim.start_pty()
-    client = rtu_client(sim, retries=0, late_guard=0.2)
+    client = rtu_client(sim, retries=0, late_guard=0.5)  # the reply comes 0.1 s after the 0.3 s timeout
     try:
         for _ in range(3):
             with pytest.raises(NoResponseError):
