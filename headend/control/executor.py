@@ -160,7 +160,9 @@ class Executor:
             if row is None:
                 raise HeadendError(f"no plan {plan_id}")
             if row[0] not in ("approved", "executing", "done"):
-                raise HeadendError(f"plan {plan_id} is {row[0]}: approve it first")
+                from headend.control.roles import PermissionDenied
+
+                raise PermissionDenied(f"plan {plan_id} is {row[0]}: it must be approved before it is executed")
             await conn.execute("UPDATE control_plans SET status = 'executing' WHERE id = %s AND status = 'approved'",
                                (plan_id,))
             ids = [c.id for c in await store.list_commands(conn, "plan_id = %s", (plan_id,), limit=100000)]

@@ -127,7 +127,7 @@ def test_cli_end_to_end(tmp_path: Path, fresh_dsn: str, sim: MeterBusSimulator,
     assert "life_support" in human and "1 to cut, 2 not cut" in human
     plan = json.loads(run("control", "plan", "--json", operator="bob"))["plan"]
     run("control", "approve", str(plan), code=9, operator="alice")  # not an approver
-    run("control", "execute", str(plan), code=1)  # not approved yet
+    run("control", "execute", str(plan), code=9)  # not approved yet: refused, nothing sent
     run("control", "approve", str(plan), operator="bob")
     out = run("--trace", "control", "execute", str(plan), "--json")
     res = json.loads(out[out.index("{"):])
