@@ -172,6 +172,8 @@ def test_cli_end_to_end(vee_dsn: str, area: dict[str, object], tmp_path: Path,
     assert r.exit_code == 0 and thief in csv_out.read_text()
     r = runner.invoke(app, ["workorders", "cancel", "999999999", "--operator", "x", "--reason", "y"])
     assert r.exit_code == 9
+    r = runner.invoke(app, ["workorders", "due", "--today", "2020-06-01", "--json"])
+    assert r.exit_code == 0 and isinstance(json.loads(r.output), list)
     r = runner.invoke(app, ["vee", "rules", "--json"])
     assert any(x["id"] == "stopped" for x in json.loads(r.output))
 
