@@ -169,3 +169,28 @@ def test_operator_required(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HEADEND_OPERATOR", raising=False)
     r = CliRunner().invoke(app, ["control", "plan", "--dry-run"])
     assert r.exit_code == 9 and "operator" in r.output
+
+
+def test_import_from_sql_table(tmp_path: Path, fresh_dsn: str, sim: MeterBusSimulator) -> None:
+    import psycopg
+
+    cfg = write_config(tmp_path, fresh_dsn, sim)
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA billing")
+        conn.execute("CREATE TABLE billing.overdue (account text, meter text, amount numeric, days_overdue int, "
+                     "notice_delivered timestamptz, notice_method text)")
+        conn.execute("INSERT INTO billing.overdue VALUES ('T1', %s, 88.5, 40, now() - interval '9 days', 'sms'), "
+                     "('T2', NULL, 12, 70, NULL, NULL)", (sim.addresses[0],))
+        conn.execute("CREATE VIEW billing.paid AS SELECT 'PAY-9'::text AS reference, 'T1'::text AS account, "
+                     "88.5::numeric AS amount, now() AS paid_at")
+    r = CliRunner().invoke(app, ["-c", str(cfg), "arrears", "import", "--table", "billing.overdue", "--json",
+                                 "--operator", "billing"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["applied"] == 2
+    r = CliRunner().invoke(app, ["-c", str(cfg), "arrears", "list", "--json"])
+    rows = {x["account"]: x for x in json.loads(r.output)}
+    assert rows["T1"]["meter"] == sim.addresses[0] and rows["T1"]["notices"] == 1 and rows["T2"]["meter"] is None
+    r = CliRunner().invoke(app, ["-c", str(cfg), "payments", "import", "--table", "billing.paid", "--json",
+                                 "--operator", "billing"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["cleared_accounts"] == ["T1"]
