@@ -221,11 +221,24 @@ class Executor:
                     self.planner.policy(util).reconnect_mode)
             deadline = self.now() + timedelta(hours=self.planner.policy(util).reconnect_within_hours) \
                 if kind == "reconnect" else None
+            busy = await store.list_commands(conn, "meter = %s AND state IN ('planned', 'approved', 'sent', "
+                                                   "'failed', 'unknown')", (meter,), limit=1)
+            if busy:
+                from headend.control.roles import PermissionDenied
+
+                raise PermissionDenied(f"meter {meter} already has {busy[0].kind} command {busy[0].id} "
+                                       f"({busy[0].state}); finish or cancel it first")
+            undoes = None
+            if kind == "reconnect":  # a reconnect undoes the cut in force, so that cut is superseded when confirmed
+                cur = await conn.execute("SELECT id FROM control_commands WHERE meter = %s AND kind = 'disconnect' "
+                                         "AND state IN ('confirmed', 'escalated') ORDER BY id DESC LIMIT 1", (meter,))
+                prev = await cur.fetchone()
+                undoes = prev[0] if prev else None
             cur = await conn.execute(
                 """INSERT INTO control_commands (account, meter, bus, kind, command, state, operator, approver,
-                                                 reason, deadline_at)
-                   VALUES (%s, %s, %s, %s, %s, 'approved', %s, %s, %s, %s) RETURNING id""",
-                (account, meter, route.bus, kind, command.value, operator, operator, reason, deadline))
+                                                 reason, deadline_at, undoes)
+                   VALUES (%s, %s, %s, %s, %s, 'approved', %s, %s, %s, %s, %s) RETURNING id""",
+                (account, meter, route.bus, kind, command.value, operator, operator, reason, deadline, undoes))
             r = await cur.fetchone()
             assert r is not None
             await audit.record(conn, action=f"command.create.{kind}", operator=operator, approver=operator,

@@ -304,3 +304,21 @@ async def test_store_assets_give_the_meter_and_keep_power_blocks(bench: Bench) -
     by = {d.account: d for d in res.decisions}
     assert by["S0"].cut and by["S0"].meter == m[0]
     assert not by["S1"].cut and [c.code for c in by["S1"].reasons] == ["exemption.keep_power"]
+
+
+async def test_manual_disconnect_and_reconnect(bench: Bench) -> None:
+    m = bench.sim.addresses[2]
+    async with bench.executor() as ex:
+        cid = await ex.create_command(m, "disconnect", operator="alice", reason="customer moved out")
+        with pytest.raises(PermissionDenied, match="already has disconnect command"):
+            await ex.create_command(m, "disconnect", operator="bob", reason="twice")
+        with pytest.raises(PermissionDenied):
+            await ex.create_command(m, "disconnect", operator="carol", reason="no execute role")
+        assert [o.state for o in (await ex.execute_ids([cid], "alice")).outcomes] == ["confirmed"]
+        assert bench.sim.meters[m].relay_open
+        rid = await ex.create_command(m, "reconnect", operator="bob", reason="new tenant")
+        assert [o.state for o in (await ex.execute_ids([rid], "bob")).outcomes] == ["confirmed"]
+    assert not bench.sim.meters[m].relay_open
+    assert rows(bench.dsn, "SELECT kind, state, operator, approver, reason FROM control_commands ORDER BY id") == [
+        ("disconnect", "superseded", "alice", "alice", "customer moved out"),
+        ("reconnect", "confirmed", "bob", "bob", "new tenant")]
