@@ -288,9 +288,36 @@ class Executor:
                                        details={"undoes": did, "payment": payment, "mode": pol.reconnect_mode})
         return cancelled, created
 
+    async def sync_field_orders(self) -> list[int]:
+        """Escalated commands whose field work order the crew completed: ``field_done`` -> confirmed.
+
+        The crew's identity (``closed_by``) is recorded as the operator, the order's outcome as details.
+        A cancelled order leaves the command escalated (a person decided; nothing is assumed).
+        """
+        done: list[int] = []
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                """SELECT c.id, w.id, coalesce(w.closed_by, ''), w.outcome FROM control_commands c
+                     JOIN work_orders w ON w.id = c.work_order_id
+                    WHERE c.state = 'escalated' AND w.status = 'completed' ORDER BY c.id""")
+            for cid, wid, crew, outcome in await cur.fetchall():
+                cmd = await store.get_command(conn, cid, lock=True)
+                if cmd is None or cmd.state != State.ESCALATED:
+                    continue
+                relay = (outcome or {}).get("relay") if isinstance(outcome, dict) else None
+                await store.transition(conn, cmd, Event.FIELD_DONE, operator=crew or "field",
+                                       reason=f"field work order {wid} completed", confirmed_at=self.now(),
+                                       relay_state=relay if relay in ("open", "closed") else cmd.relay_state,
+                                       details={"work_order": wid, "outcome": outcome or {}})
+                await self._after_confirm(conn, cmd, crew or "field")
+                done.append(cid)
+        return done
+
     async def run_due(self, operator: str | None = None) -> ExecutionReport:
-        """Queue reconnects for cleared accounts and drive every approved reconnect and unfinished command."""
+        """Close commands settled in the field, queue reconnects for cleared accounts, and drive every
+        approved reconnect and unfinished command."""
         who = operator or self.settings.system_operator
+        await self.sync_field_orders()
         await self.queue_reconnects(who)
         async with self.pool.connection() as conn:
             cmds = await store.list_commands(

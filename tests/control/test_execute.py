@@ -322,3 +322,27 @@ async def test_manual_disconnect_and_reconnect(bench: Bench) -> None:
     assert rows(bench.dsn, "SELECT kind, state, operator, approver, reason FROM control_commands ORDER BY id") == [
         ("disconnect", "superseded", "alice", "alice", "customer moved out"),
         ("reconnect", "confirmed", "bob", "bob", "new tenant")]
+
+
+async def test_field_order_completion_closes_the_command_and_allows_reconnect(bench: Bench) -> None:
+    m = bench.sim.addresses[0]
+    bench.sim.set_fault(m, "silent")
+    seed_arrears(bench.dsn, [{"account": "A0", "meter": m}])
+    async with bench.executor() as ex:
+        await ex.execute_plan(await plan_and_approve(ex), "alice")
+        (wo,), = rows(bench.dsn, "SELECT work_order_id FROM control_commands")
+        from mdm.workorders import complete
+
+        with psycopg.connect(bench.dsn) as conn:
+            complete(conn, wo, operator="crew-7", outcome={"relay": "open", "finding": "cut at the box"})
+            conn.commit()
+        bench.sim.clear_fault(m)
+        bench.sim.meters[m].relay_open = True  # the crew opened it on site
+        await ex.run_due()
+        assert rows(bench.dsn, "SELECT state, relay_state FROM control_commands") == [("confirmed", "open")]
+        trail = rows(bench.dsn, "SELECT operator, reason FROM control_audit WHERE action = 'command.field_done'")
+        assert trail == [("crew-7", f"field work order {wo} completed")]
+        rows(bench.dsn, "UPDATE arrears SET cleared_at = now()")
+        report = await ex.run_due()
+    assert [(o.kind, o.state) for o in report.outcomes] == [("reconnect", "confirmed")]
+    assert not bench.sim.meters[m].relay_open
