@@ -40,6 +40,7 @@ __all__ = [
     "LoadSettings",
     "MonitoredSink",
     "audit_command",
+    "http_load",
     "load_limits",
     "run",
     "run_load_command",
@@ -365,6 +366,64 @@ class MonitoredSink:
 # ------------------------------------------------------------------ daemon plug-in
 
 
+async def http_load(daemon: Any, method: str, body: bytes) -> tuple[int, str, bytes]:
+    """``POST /load`` on the daemon: run one load command as a control-priority job of the
+    channel's worker (so it never competes with the daemon's own polling for the line),
+    audited with the daemon's database. Body: channel, device, command, operator and
+    optionally value, circuit, request_id. Answer: ``{"result": {...}}`` or ``{"error": {...}}``."""
+    import json
+
+    from headend.health import json_response
+    from headend.ipc import error_payload
+    from protocols.arbitration import Priority
+
+    if method != "POST":
+        return json_response(405, {"error": {"type": "ConfigError", "message": "POST a JSON body"}})
+    try:
+        req = json.loads(body)
+        kw = {"request_id": str(req["request_id"])} if req.get("request_id") else {}
+        request = LoadControlRequest(
+            str(req["device"]), LoadCommand(str(req["command"])), str(req["operator"]),
+            value=None if req.get("value") is None else float(req["value"]), circuit=int(req.get("circuit", 1)), **kw,
+        )
+        channel = str(req["channel"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return json_response(400, {"error": {"type": "ConfigError", "message": f"bad request: {exc}"}})
+    ch = daemon.channels.get(channel)
+    if ch is None:
+        return json_response(200, {"error": {"type": "ConfigError", "message": f"channel {channel} not polled here"}})
+    protocol = ch.cfg.protocol
+
+    async def job(client: Any) -> CommandOutcome:
+        if not isinstance(client, LoadControl):
+            from protocols.errors import ConfigError
+
+            raise ConfigError(f"protocol {protocol!r} has no load control")
+        conn = None
+        if daemon.dsn is not None:
+            import psycopg
+
+            conn = await psycopg.AsyncConnection.connect(daemon.dsn, autocommit=True, connect_timeout=5)
+        try:
+            return await run_load_command(client, request, conn=conn, channel=channel, protocol=protocol)
+        finally:
+            if conn is not None:
+                await conn.close()
+
+    try:
+        out: CommandOutcome = await ch.call(request.device, job, Priority.CONTROL)
+    except HeadendError as exc:
+        return json_response(200, {"daemon": daemon.name, "error": error_payload(exc)})
+    except Exception as exc:  # database trouble: the command was not sent without its audit row
+        return json_response(200, {"daemon": daemon.name, "error": {"type": "ConfigError", "message": str(exc)}})
+    assert out.result is not None
+    return json_response(200, {"daemon": daemon.name, "result": {
+        "request_id": request.request_id, "accepted": out.result.accepted, "reason": out.result.reason,
+        "readback": out.readback, "audited": daemon.dsn is not None,
+    }})
+
+
+
 async def run(daemon: Any, *, reload_every: float = 60.0) -> None:
     """Daemon plug-in (``[daemon] plugins = ["headend.loadmon"]``): watch every finished read
     for limit crossings and store them in ``load_events``.
@@ -388,6 +447,9 @@ async def run(daemon: Any, *, reload_every: float = 60.0) -> None:
                 pending.put_nowait(events)
 
     daemon.listeners.append(listener)
+    http = getattr(daemon, "http", None)
+    if http is not None:  # `headend load ...` goes through the daemon that owns the line
+        http.route("/load", lambda method, path, query, body: http_load(daemon, method, body))
     dsn = getattr(daemon, "dsn", None)
     conn: Any = None
     stopping = getattr(daemon, "stopping", None) or asyncio.Event()

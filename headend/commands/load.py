@@ -9,9 +9,11 @@
     headend load limits     [--set TARGET --power-kw 80 [--demand-kw 90] [--kind customer]] --operator alice
     headend load events     [--device LMT0001@1] [--limit 50]
 
-Every command writes a ``requested`` row to ``load_control_log`` before it is sent and a
-``result`` row (accepted, reason, read-back values, frames) after; without a database
-it refuses to send unless ``--no-audit`` is given (demos, benches).
+Every command writes a ``requested`` audit row before it is sent and a ``result`` row
+(accepted, reason, read-back values, frames) after; without a database it refuses to send
+unless ``--no-audit`` is given (demos, benches). When a running daemon owns the port (and
+runs the ``headend.loadmon`` plug-in), the command goes through it: the daemon's channel
+worker sends it at control priority between its own polls and audits it.
 Exit codes: 0 accepted, 9 rejected by the device (read-back mismatch, refused write),
 11 unknown outcome (no reply: do not re-send blindly), 3/4/6/12 as for reads.
 """
@@ -28,7 +30,16 @@ from headend.cliutil import JsonOpt, console, fail, print_json, print_table, set
 from headend.exitcodes import ExitCode
 from headend.loadmon import CommandOutcome, LimitKind, LoadLimit, load_limits, run_load_command, upsert_limit
 from protocols.client import LoadCommand, LoadControl, LoadControlRequest, MeterClient
-from protocols.errors import ConfigError, HeadendError, LocalProtocolError
+from protocols.errors import (
+    CircuitOpenError,
+    ConfigError,
+    DeviceError,
+    HeadendError,
+    LocalProtocolError,
+    NoResponseError,
+    TransportError,
+    UnknownOutcomeError,
+)
 from protocols.factory import open_client
 
 __all__ = ["load_app", "register"]
@@ -121,6 +132,55 @@ async def _send(
             await conn.close()
 
 
+_REMOTE_ERRORS: dict[str, type[HeadendError]] = {
+    "UnknownOutcomeError": UnknownOutcomeError, "NoResponseError": NoResponseError, "TransportError": TransportError,
+    "ConfigError": ConfigError, "LocalProtocolError": LocalProtocolError,
+}
+
+
+def _via_daemon(ctx: typer.Context, port: str, request: LoadControlRequest) -> dict[str, Any] | None:
+    """Send through the daemon that owns ``port`` (its worker serialises the line); None if none does."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from headend.ipc import find_daemon
+
+    found = find_daemon(settings_from(ctx).data_dir, port)
+    if found is None:
+        return None
+    endpoint, channel = found
+    body = json.dumps({
+        "channel": channel, "device": request.device, "command": request.command.value,
+        "operator": request.operator_id, "value": request.value, "circuit": request.circuit,
+        "request_id": request.request_id,
+    }).encode()
+    req = urllib.request.Request(f"{endpoint}/load", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            payload: dict[str, Any] = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:  # the daemon runs without the headend.loadmon plug-in
+            raise ConfigError(f"the daemon at {endpoint} owns {port} but has no /load "
+                              "(add plugins = [\"headend.loadmon\"])") from None
+        raise TransportError(f"daemon at {endpoint}: HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        LOGGER.warning("daemon at %s did not answer (%s); opening the port directly", endpoint, exc)
+        return None
+    if "error" in payload:
+        err = payload["error"]
+        kind, msg = str(err.get("type", "")), str(err.get("message", "daemon load command failed"))
+        if kind == "DeviceError":
+            raise DeviceError(msg, code=int(err.get("code", 0)), flags=tuple(err.get("flags", ())))
+        if kind == "CircuitOpenError":
+            raise CircuitOpenError(request.device, 0.0)
+        raise _REMOTE_ERRORS.get(kind, TransportError)(msg)
+    result: dict[str, Any] = payload["result"]
+    result["via"] = f"daemon {payload.get('daemon', '')}".strip()
+    return result
+
+
 def _command(
     ctx: typer.Context, command: LoadCommand, device: str, operator: str, port: str, protocol: str,
     map_name: str | None, value: float | None, circuit: int, request_id: str | None, no_audit: bool,
@@ -130,30 +190,37 @@ def _command(
         raise fail("an operator is required", code=ExitCode.USAGE)
     kw: dict[str, Any] = {"request_id": request_id} if request_id else {}
     request = LoadControlRequest(device, command, operator, value=value, circuit=circuit, **kw)
+    doc: dict[str, Any] = {
+        "request_id": request.request_id, "device": device, "command": command.value, "value": value,
+        "circuit": circuit, "operator": operator,
+    }
     try:
-        dsn = None if no_audit else _dsn(ctx)
-        if dsn is None and not no_audit:
-            raise ConfigError("no database for the audit: configure database.dsn or pass --no-audit")
-        if no_audit:
-            LOGGER.warning("load command %s sent WITHOUT audit by %s", request.request_id, operator)
-        map_name = _default_map(ctx, port, map_name) if protocol == "modbus" else map_name
-        out = asyncio.run(_send(dsn, protocol, port, map_name, timeout, request))
+        remote = _via_daemon(ctx, port, request)
+        if remote is not None:  # the daemon's worker sent it, audited with the daemon's database
+            doc.update(accepted=remote["accepted"], reason=remote["reason"], readback=remote["readback"],
+                       audited=remote["audited"], via=remote["via"])
+        else:
+            dsn = None if no_audit else _dsn(ctx)
+            if dsn is None and not no_audit:
+                raise ConfigError("no database for the audit: configure database.dsn or pass --no-audit")
+            if no_audit:
+                LOGGER.warning("load command %s sent WITHOUT audit by %s", request.request_id, operator)
+            map_name = _default_map(ctx, port, map_name) if protocol == "modbus" else map_name
+            out = asyncio.run(_send(dsn, protocol, port, map_name, timeout, request))
+            assert out.result is not None
+            doc.update(accepted=out.result.accepted, reason=out.result.reason, readback=out.readback,
+                       audited=not no_audit)
     except HeadendError as exc:
         raise fail(exc) from None
-    assert out.result is not None
-    doc = {
-        "request_id": request.request_id, "device": device, "command": command.value, "value": value,
-        "circuit": circuit, "operator": operator, "accepted": out.result.accepted, "reason": out.result.reason,
-        "readback": out.readback, "audited": not no_audit,
-    }
     if json_out:
         print_json(doc)
     else:
-        state = "[green]accepted[/green]" if out.result.accepted else f"[red]rejected[/red]: {out.result.reason}"
-        console.print(f"{command.value} on {device}: {state}", highlight=False)
-        for q, v in out.readback.items():
+        state = "[green]accepted[/green]" if doc["accepted"] else f"[red]rejected[/red]: {doc['reason']}"
+        via = f" (via {doc['via']})" if "via" in doc else ""
+        console.print(f"{command.value} on {device}: {state}{via}", highlight=False)
+        for q, v in doc["readback"].items():
             console.print(f"  read back {q} = {v:g}", highlight=False)
-    if not out.result.accepted:
+    if not doc["accepted"]:
         raise typer.Exit(int(ExitCode.BLOCKED))
 
 

@@ -85,6 +85,7 @@ class ModbusSimulator:
         self.tcp_port: int | None = None
         self.requests = 0
         self.rtu_bad_crc = 0
+        self.tcp_connections = 0  # accepted so far
 
     @classmethod
     def build(
@@ -132,6 +133,7 @@ class ModbusSimulator:
         task = asyncio.current_task()
         if task is not None:
             self._conn_tasks.add(task)
+        self.tcp_connections += 1
         try:
             while True:
                 head = await reader.readexactly(MbapHeader.SIZE)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from headend.daemon import Daemon
 from headend.fleetconfig import ChannelConfig, DaemonSettings, LeaseConfig
@@ -123,3 +125,53 @@ async def test_modbus_readings_enter_the_store_like_any_other(pg_dsn: str, tmp_p
     assert [q for q, _ in regs] == ["energy.active.import", "voltage.a"]
     assert all(src.startswith("modbus:") for _, src in regs)
     assert intervals == [("interval.demand.active",)]
+
+
+async def test_load_command_goes_through_the_daemon_that_owns_the_line(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a daemon polling the terminal, `headend load` must not open a second master on the line:
+    it posts to the daemon's /load, whose channel worker sends the command at control priority."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from headend.cli import app
+    from headend.logsetup import configure_logging
+
+    sim = ModbusSimulator.build("generic_terminal", devices=2)
+    port = await sim.start_tcp()
+    url = f"tcp://127.0.0.1:{port}?map=generic_terminal"
+    settings = load_settings()
+    settings.data_dir = tmp_path
+    settings.daemon = DaemonSettings(
+        name="mb-owner", listen="127.0.0.1:0", leases=LeaseConfig(enabled="off"), drain_timeout=2.0,
+        plans=[ReadPlan(name="load", kind=PlanKind.READ, every=0.5, quantities=["power.active.total"])],
+        channels=[ChannelConfig(name="mb", protocol="modbus", url=url, meters=list[Any](["LMT0001@1"]),
+                                timeout=0.3, retries=0, options={"breaker": False})],
+        plugins=["headend.loadmon"],
+    )
+    daemon = Daemon(settings, dsn=pg_dsn, ingestor=ListIngestor(), name="mb-owner")
+    runner = asyncio.create_task(daemon.run())
+    monkeypatch.setenv("HEADEND_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("HEADEND_DATABASE__DSN", pg_dsn)
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 10)
+        r = await asyncio.to_thread(
+            CliRunner().invoke, app,
+            ["load", "trip", "-d", "LMT0002@2", "-o", "frank", "-p", url, "--request-id", "via-daemon-1", "--json"],
+        )
+        configure_logging("WARNING")  # the CLI bound logging to the runner's (now closed) stderr
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert doc["via"] == "daemon mb-owner" and doc["accepted"] and doc["readback"] == {"relay.state": 1.0}
+        assert sim.terminals[2].state.open[0]
+        assert sim.tcp_connections == 1, "only the daemon's connection: no second master on the line"
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(runner, 10)
+        await sim.stop()
+    with psycopg.connect(pg_dsn) as conn:
+        phases = conn.execute("SELECT phase, operator, channel FROM load_control_log WHERE request_id = 'via-daemon-1'"
+                              " ORDER BY id").fetchall()
+    assert phases == [("requested", "frank", "mb"), ("result", "frank", "mb")]
