@@ -300,6 +300,85 @@ def status_cmd(
                  for c in data["commands"]], title="recent commands")
 
 
+@control_app.command("cancel")
+def cancel_cmd(
+    ctx: typer.Context,
+    plan: Annotated[int | None, typer.Argument(help="Plan id (all its commands not yet sent).")] = None,
+    command: Annotated[int | None, typer.Option("--command", help="One command instead of a plan.")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (required, recorded).")] = "",
+    config: ConfigOpt = None,
+    operator: OperatorOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Cancel commands that are not sent yet (planned or approved). Needs the approve role."""
+    from headend.control.planner import cancel
+    from headend.control.roles import resolve_operator
+
+    if (plan is None) == (command is None):
+        raise typer.BadParameter("give a PLAN or --command, not both")
+    try:
+        op = resolve_operator(operator)
+        env = _env(ctx, config)
+
+        async def go() -> list[int]:
+            import psycopg
+
+            async with await psycopg.AsyncConnection.connect(env.dsn, autocommit=True) as conn:
+                return await cancel(conn, env.settings.control, op, reason, plan_id=plan, command_id=command)
+
+        done = asyncio.run(go())
+    except Exception as exc:
+        raise fail_control(exc) from None
+    if json_out:
+        print_json({"cancelled": done})
+    else:
+        console.print(f"cancelled {len(done)} command(s): {', '.join(map(str, done)) or '-'}")
+
+
+@control_app.command("audit")
+def audit_cmd(
+    ctx: typer.Context,
+    command: Annotated[int | None, typer.Option("--command", help="Only this command.")] = None,
+    plan: Annotated[int | None, typer.Option("--plan", help="Only this plan.")] = None,
+    meter: Annotated[str | None, typer.Option("--meter", help="Only this meter.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Most recent rows.")] = 100,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The audit trail: who did what, why, with the frames sent and received (secrets masked)."""
+    try:
+        env = _env(ctx, config)
+
+        async def go() -> list[dict[str, Any]]:
+            import psycopg
+
+            conds, params = [], []
+            for col, val in (("command_id", command), ("plan_id", plan), ("meter", meter)):
+                if val is not None:
+                    conds.append(f"{col} = %s")
+                    params.append(val)
+            where = " AND ".join(conds) or "TRUE"
+            async with await psycopg.AsyncConnection.connect(env.dsn, autocommit=True) as conn:
+                cur = await conn.execute(
+                    "SELECT * FROM (SELECT id, at, action, command_id, plan_id, meter, account, from_state, to_state, "
+                    f"operator, approver, reason, tx_frame, rx_frame, details FROM control_audit WHERE {where} "
+                    f"ORDER BY id DESC LIMIT {int(limit)}) t ORDER BY id", params)
+                cols = [d.name for d in cur.description or []]
+                return [dict(zip(cols, r, strict=True)) for r in await cur.fetchall()]
+
+        data = asyncio.run(go())
+    except Exception as exc:
+        raise fail_control(exc) from None
+    if json_out:
+        print_json(data)
+        return
+    print_table(["at", "action", "cmd", "meter", "from -> to", "operator", "approver", "reason", "tx", "rx"],
+                [(f"{r['at']:%Y-%m-%d %H:%M:%S}", r["action"], r["command_id"] or "", r["meter"] or "",
+                  f"{r['from_state'] or ''} -> {r['to_state'] or ''}" if r["to_state"] else "", r["operator"],
+                  r["approver"] or "", r["reason"][:60], r["tx_frame"] or "", r["rx_frame"] or "") for r in data],
+                title="control audit trail")
+
+
 @control_app.command("rules")
 def rules_cmd(json_out: JsonOpt = False) -> None:
     """The cut rules, in evaluation order (what --dry-run explains)."""

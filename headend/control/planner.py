@@ -31,7 +31,7 @@ from headend.control.rules import AccountState, Check, Decision, apply_limits, e
 from headend.control.transitions import Event
 from protocols.errors import HeadendError
 
-__all__ = ["PlanResult", "Planner", "approve_plan", "run_external_blocks"]
+__all__ = ["PlanResult", "Planner", "approve_plan", "cancel", "run_external_blocks"]
 
 ExternalHook = Callable[[Sequence[Mapping[str, Any]], datetime], Any]
 
@@ -237,3 +237,24 @@ async def approve_plan(conn: AsyncConnection[Any], settings: ControlSettings, pl
         await audit.record(conn, action="plan.approve", operator=approver, approver=approver, plan_id=plan_id,
                            reason=reason, details={"commands": n})
     return n
+
+
+async def cancel(conn: AsyncConnection[Any], settings: ControlSettings, operator: str, reason: str, *,
+                 plan_id: int | None = None, command_id: int | None = None) -> list[int]:
+    """Cancel a plan's commands (or one command) that are still planned or approved; the rest is left
+    as it is (a sent command is resolved by read-back, never dropped). Needs the approve role."""
+    require_role(settings, "approve", operator)
+    if not reason.strip():
+        raise HeadendError("a reason is required")
+    where, params = ("plan_id = %s", [plan_id]) if plan_id is not None else ("id = %s", [command_id])
+    done: list[int] = []
+    async with conn.transaction():
+        for cmd in await store.list_commands(conn, f"{where} AND state IN ('planned', 'approved')", params):
+            await store.transition(conn, cmd, Event.CANCEL, operator=operator, reason=reason)
+            done.append(cmd.id)
+        if plan_id is not None:
+            await conn.execute("UPDATE control_plans SET status = 'cancelled' WHERE id = %s AND status IN "
+                               "('planned', 'approved')", (plan_id,))
+            await audit.record(conn, action="plan.cancel", operator=operator, plan_id=plan_id, reason=reason,
+                               details={"commands": done})
+    return done

@@ -146,6 +146,14 @@ def test_cli_end_to_end(tmp_path: Path, fresh_dsn: str, sim: MeterBusSimulator,
     run("payments", "import", str(tmp_path / "payments.csv"), operator="billing")  # idempotent
     assert sum(1 for r in sim.received if r.frame.function == 0x1C) == 2
     run("control", "rules", operator=None)
+    trail = json.loads(run("control", "audit", "--meter", a[0], "--json", operator=None))
+    assert [r["action"] for r in trail][:4] == ["command.approve", "command.send", "command.confirm",
+                                                "command.create.reconnect"]
+    assert trail[2]["tx_frame"].count("**") == 8 and trail[2]["approver"] == "bob"
+    plan2 = json.loads(run("control", "plan", "--json", operator="bob"))["plan"]  # nothing left to cut
+    assert json.loads(run("control", "cancel", str(plan2), "--reason", "test", "--json", operator="bob")) == {
+        "cancelled": []}
+    run("control", "cancel", str(plan2), "--reason", "test", code=9)  # alice may not approve/cancel
     everything = "\n".join(outputs).lower()
     assert "68 1c 10" not in everything or "** ** **" in everything
     for secret in (PASSWORD, OPERATOR_CODE):
@@ -157,6 +165,7 @@ def test_cli_end_to_end(tmp_path: Path, fresh_dsn: str, sim: MeterBusSimulator,
     ["control", "--help"], ["control", "plan", "--help"], ["control", "approve", "--help"],
     ["control", "execute", "--help"], ["control", "disconnect", "--help"], ["control", "reconnect", "--help"],
     ["control", "run-due", "--help"], ["control", "status", "--help"], ["control", "rules", "--help"],
+    ["control", "cancel", "--help"], ["control", "audit", "--help"],
     ["arrears", "import", "--help"], ["arrears", "exemptions", "--help"], ["arrears", "list", "--help"],
     ["payments", "import", "--help"],
 ])

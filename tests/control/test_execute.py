@@ -346,3 +346,18 @@ async def test_field_order_completion_closes_the_command_and_allows_reconnect(be
         report = await ex.run_due()
     assert [(o.kind, o.state) for o in report.outcomes] == [("reconnect", "confirmed")]
     assert not bench.sim.meters[m].relay_open
+
+
+async def test_cancelled_plan_sends_nothing(bench: Bench) -> None:
+    from headend.control.planner import cancel
+
+    seed_arrears(bench.dsn, [{"account": "A0", "meter": bench.sim.addresses[0]},
+                             {"account": "A1", "meter": bench.sim.addresses[1]}])
+    async with bench.executor() as ex:
+        plan = await plan_and_approve(ex)
+        async with ex.pool.connection() as conn:
+            assert len(await cancel(conn, ex.settings, "bob", "storm warning", plan_id=plan)) == 2
+        with pytest.raises(PermissionDenied):
+            await ex.execute_plan(plan, "alice")
+    assert bench.sim.received == []
+    assert rows(bench.dsn, "SELECT DISTINCT state FROM control_commands") == [("cancelled",)]
