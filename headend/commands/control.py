@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from headend.cliutil import ConfigOpt, JsonOpt, console, fail, print_json, print_table, settings_from
+from headend.cliutil import ConfigOpt, JsonOpt, console, err_console, fail, print_json, print_table, settings_from
 from headend.exitcodes import ExitCode
 from protocols.errors import HeadendError
 
@@ -161,11 +161,20 @@ def execute_cmd(
         op = resolve_operator(operator)
         env = _env(ctx, config)
 
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn(f"plan {plan}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=err_console, transient=True)
+        task = bar.add_task("execute", total=None)
+
+        def tick(total: int, outcome: Any) -> None:
+            bar.update(task, total=total, advance=0 if outcome is None else 1)
+
         async def go() -> Any:
             async with env.executor() as ex:
-                return await ex.execute_plan(plan, op)
+                return await ex.execute_plan(plan, op, tick)
 
-        with console.status(f"executing plan {plan}..."):
+        with bar:
             report = asyncio.run(go())
     except Exception as exc:
         raise fail_control(exc) from None

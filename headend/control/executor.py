@@ -150,7 +150,8 @@ class Executor:
         await self.pool.close()
 
     # -- entry points ------------------------------------------------------------------------------
-    async def execute_plan(self, plan_id: int, operator: str) -> ExecutionReport:
+    async def execute_plan(self, plan_id: int, operator: str,
+                           progress: Callable[[int, Outcome | None], None] | None = None) -> ExecutionReport:
         from headend.control.roles import require_role
 
         require_role(self.settings, "execute", operator)
@@ -166,7 +167,7 @@ class Executor:
             await conn.execute("UPDATE control_plans SET status = 'executing' WHERE id = %s AND status = 'approved'",
                                (plan_id,))
             ids = [c.id for c in await store.list_commands(conn, "plan_id = %s", (plan_id,), limit=100000)]
-        report = await self.execute_ids(ids, operator)
+        report = await self.execute_ids(ids, operator, progress)
         async with self.pool.connection() as conn:
             cur = await conn.execute("SELECT count(*) FROM control_commands WHERE plan_id = %s AND state IN "
                                      "('planned', 'approved', 'sent', 'failed', 'unknown')", (plan_id,))
@@ -175,14 +176,19 @@ class Executor:
                 await conn.execute("UPDATE control_plans SET status = 'done' WHERE id = %s", (plan_id,))
         return report
 
-    async def execute_ids(self, ids: Sequence[int], operator: str) -> ExecutionReport:
-        """Run commands, buses in parallel, one command at a time per bus, in id order."""
+    async def execute_ids(self, ids: Sequence[int], operator: str,
+                          progress: Callable[[int, Outcome | None], None] | None = None) -> ExecutionReport:
+        """Run commands, buses in parallel, one command at a time per bus, in id order.
+
+        ``progress(total, outcome)`` is called once with ``(total, None)``, then after every command."""
         async with self.pool.connection() as conn:
             cmds = await store.list_commands(conn, "id = ANY(%s)", (list(ids),), limit=len(ids) + 1)
         by_bus: dict[str, list[int]] = {}
         for c in cmds:
             by_bus.setdefault(c.bus or self.directory.bus_of(c.meter), []).append(c.id)
         report = ExecutionReport()
+        if progress is not None:
+            progress(len(cmds), None)
 
         async def bus_worker(bus_ids: list[int]) -> None:
             for i, cid in enumerate(bus_ids):
@@ -191,6 +197,8 @@ class Executor:
                     report.skipped.append(cid)
                 else:
                     report.outcomes.append(out)
+                if progress is not None:
+                    progress(len(cmds), out)
                 gap = self.planner.policy(None).min_gap_per_bus
                 if gap and i + 1 < len(bus_ids):
                     await asyncio.sleep(gap)
