@@ -54,6 +54,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._channels: dict[str, Channel] = {}
         self._wake = asyncio.Event()
+        self._slot_cache: dict[tuple[str, str, object], Slot] = {}
         self.submitted = 0
 
     def add_channel(self, channel: Channel) -> None:
@@ -73,18 +74,29 @@ class Scheduler:
         if ch is None:
             return
         tz = ch.meters[meter].tz
-        slot = next_slot(plan, tz, meter, after)  # type: ignore[arg-type]
+        if plan.jitter == 0:
+            # every meter of the plan shares the slot: compute it once per (plan, zone, time)
+            key = (plan.name, tz.key, after)
+            slot = self._slot_cache.get(key)
+            if slot is None:
+                if len(self._slot_cache) > 4096:
+                    self._slot_cache.clear()
+                slot = self._slot_cache[key] = next_slot(plan, tz, meter, after)  # type: ignore[arg-type]
+        else:
+            slot = next_slot(plan, tz, meter, after)  # type: ignore[arg-type]
         heapq.heappush(self._heap, (slot.due.timestamp(), next(self._seq), channel, meter, plan.name, slot))
 
     def pending(self) -> int:
         return len(self._heap)
 
-    def due_now(self) -> int:
-        """Queue every job that is due; return how many were queued."""
+    def due_now(self, limit: int | None = None) -> int:
+        """Queue the jobs that are due (at most ``limit``); return how many were looked at."""
         now = self.clock.now()
         ts = now.timestamp()
         n = 0
-        while self._heap and self._heap[0][0] <= ts:
+        seen = 0
+        while self._heap and self._heap[0][0] <= ts and (limit is None or seen < limit):
+            seen += 1
             _, _, channel, meter, plan_name, slot = heapq.heappop(self._heap)
             ch = self._channels.get(channel)
             plan = self.plans.get(plan_name)
@@ -94,11 +106,15 @@ class Scheduler:
                 n += 1
             self._push(channel, meter, plan, slot.due + timedelta(microseconds=1))
         self.submitted += n
-        return n
+        return seen
 
     async def run(self) -> None:
         while True:
-            self.due_now()
+            # in slices, so a fleet-wide slot boundary does not stall the buses already polling
+            for _ in range(10_000):
+                if self.due_now(limit=1000) < 1000:
+                    break
+                await asyncio.sleep(0)
             self._wake.clear()
             wait = 1.0
             if self._heap:
