@@ -24,9 +24,11 @@ __all__ = ["register_sim", "sim_modbus"]
 def sim_modbus(
     tcp: Annotated[str | None, typer.Option("--tcp", help="Listen on HOST:PORT (Modbus TCP).")] = None,
     pty: Annotated[bool, typer.Option("--pty", help="Serve Modbus RTU on a pseudo-terminal; prints its URL.")] = False,
-    map_name: Annotated[str, typer.Option("--map", help="Register map: " + ", ".join(available_maps()))] = (
-        "generic_terminal"
-    ),
+    map_name: Annotated[
+        str,
+        typer.Option("--map", help="Register map(s): " + ", ".join(available_maps())
+                     + ". A comma list makes a mixed line: unit i uses map i, the last one the rest."),
+    ] = "generic_terminal",
     devices: Annotated[int, typer.Option("--devices", "-n", min=1, max=247, help="Units on the line.")] = 1,
     first: Annotated[int, typer.Option("--first", min=1, max=247, help="Unit id of the first device.")] = 1,
     faults: Annotated[
@@ -56,8 +58,9 @@ def sim_modbus(
         tcp_addr = (h or "127.0.0.1", int(p))
     try:
         cfg = TerminalConfig(base_kw=base_kw, speed=speed, power_limit_kw=limit_kw, balance_kwh=balance_kwh)
+        maps = [m.strip() for m in map_name.split(",") if m.strip()]
         sim = ModbusSimulator.build(
-            map_name, devices=devices, first_unit=first, faults=Faults.parse(faults), config=cfg,
+            maps, devices=devices, first_unit=first, faults=Faults.parse(faults), config=cfg,
             profile_path=profile, profile_meter=profile_meter,
         )
     except (ConfigError, ValueError, OSError) as exc:
@@ -65,11 +68,21 @@ def sim_modbus(
 
     def ready(info: dict[str, object]) -> None:
         units = sorted(sim.terminals)
+        first_map = maps[0]
         if "tcp" in info:
-            console.print(f"{info['tcp']}?map={map_name}", highlight=False, soft_wrap=True)
+            console.print(f"{info['tcp']}?map={first_map}", highlight=False, soft_wrap=True)
         if "pty" in info:
-            console.print(f"serial://{info['pty']}?baud=9600&parity=N&map={map_name}", highlight=False, soft_wrap=True)
-        console.print(f"{len(units)} units: {units[0]} .. {units[-1]} ({map_name})", highlight=False)
+            console.print(f"serial://{info['pty']}?baud=9600&parity=N&map={first_map}", highlight=False,
+                          soft_wrap=True)
+        runs: list[list[int]] = []  # consecutive units with the same map
+        for u in units:
+            if runs and sim.terminals[runs[-1][0]].map.name == sim.terminals[u].map.name:
+                runs[-1].append(u)
+            else:
+                runs.append([u])
+        for run in runs:
+            span = str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}"
+            console.print(f"units {span}: {sim.terminals[run[0]].map.name}", highlight=False)
 
     with contextlib.suppress(KeyboardInterrupt):
         try:

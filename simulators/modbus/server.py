@@ -24,7 +24,7 @@ import os
 import random
 import termios
 import tty
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +90,7 @@ class ModbusSimulator:
     @classmethod
     def build(
         cls,
-        rmap: str | RegisterMap = "generic_terminal",
+        rmap: str | RegisterMap | Sequence[str | RegisterMap] = "generic_terminal",
         *,
         devices: int = 1,
         first_unit: int = 1,
@@ -99,11 +99,16 @@ class ModbusSimulator:
         profile_path: Path | None = None,
         profile_meter: str | None = None,
     ) -> ModbusSimulator:
-        m = rmap if isinstance(rmap, RegisterMap) else load_map(rmap)
+        """``devices`` units from ``first_unit``. A list of maps makes a mixed line: unit i uses
+        map i (the last map for the rest), e.g. a terminal and two meter models on one RS-485 line."""
+        names = [rmap] if isinstance(rmap, str | RegisterMap) else list(rmap)
+        if not names:
+            raise ConfigError("no register map")
+        maps = [m if isinstance(m, RegisterMap) else load_map(m) for m in names]
         cfg = config or TerminalConfig()
         if profile_path is not None:
             cfg.profile = load_smud_profile(profile_path, profile_meter)
-        terms = [Terminal(m, first_unit + i, cfg) for i in range(devices)]
+        terms = [Terminal(maps[min(i, len(maps) - 1)], first_unit + i, cfg) for i in range(devices)]
         return cls(terms, faults)
 
     # ------------------------------------------------------------------ dispatch

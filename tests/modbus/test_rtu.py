@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from protocols.arbitration import BreakerPolicy, Priority
+from protocols.client import RelayState
 from protocols.errors import CircuitOpenError, NoResponseError
 from protocols.modbus.client import ModbusClient
 from simulators.modbus.server import ModbusSimulator
@@ -85,6 +86,24 @@ async def test_late_reply_does_not_answer_the_next_request() -> None:
             by_q = {r.quantity: r.value for r in await client.read("1", ["voltage.a", "energy.active.import"])}
             assert by_q["energy.active.import"] == pytest.approx(1037.0, abs=1.0)  # unit 1's own register
         assert client.breaker is not None and client.breaker.open_keys() == [f"{client.spec.name}/2"]
+    finally:
+        await client.aclose()
+        await sim.stop()
+
+
+async def test_mixed_line_terminal_and_two_meter_models() -> None:
+    """One RS-485 line, three register layouts: per-device maps in the client, per-unit maps in the simulator."""
+    sim = ModbusSimulator.build(["generic_terminal", "eastron_sdm630", "chint_dtsu666"], devices=3)
+    await sim.start_pty()
+    client = rtu_client(sim, maps={"2": "eastron_sdm630", "3": "chint_dtsu666"})
+    try:
+        for unit in ("1", "2", "3"):
+            by_q = {r.quantity: r.value for r in await client.read(unit, ["voltage.a", "power.active.total",
+                                                                          "energy.active.import"])}
+            assert 225 < by_q["voltage.a"] < 236, unit
+            assert by_q["power.active.total"] > 1 and by_q["energy.active.import"] > 1000, unit
+        assert await client.relay_state("1") is RelayState.CLOSED
+        assert await client.relay_state("2") is RelayState.UNKNOWN  # a meter map has no relay point
     finally:
         await client.aclose()
         await sim.stop()
