@@ -80,3 +80,18 @@ def test_exchange_closes_one_history_and_opens_the_next(fresh_dsn: str) -> None:
         assert st == {"000000000001": "removed", "000000000002": "installed"}
         mult = conn.execute("SELECT multiplier FROM meter_installations WHERE removed_at IS NULL").fetchone()
         assert mult == (50.0,)
+
+
+def test_embedded_data_dir_in_a_home_is_refused_as_root(tmp_path: Path) -> None:
+    import os
+
+    from headend.settings import load_settings
+    from mdm.db import resolve_dsn
+    from protocols.errors import ConfigError
+
+    if os.geteuid() != 0:
+        pytest.skip("only root triggers the embedded server's permission changes")
+    settings = load_settings(None, database={"embedded_dir": "/root/.local/state/ami-headend/pg"})
+    with pytest.raises(ConfigError, match="home directories"):
+        resolve_dsn(settings)
+    assert not Path("/root/.local/state/ami-headend/pg").exists()
