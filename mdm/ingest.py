@@ -201,6 +201,8 @@ class Ingestor:
         self._conns_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._known: set[str] = set()
+        self._known_loaded = False
+        self._known_at = 0.0
         self._months: set[tuple[str, int]] = set()
         self._conflicts: dict[str, int] = {}
         self._open_batch: _Batch | None = None
@@ -308,7 +310,8 @@ class Ingestor:
         waits: set[asyncio.Future[None]] = set()
         accepted = 0
         is_interval = _IS_INTERVAL
-        reject_unknown = self.unknown_meters == "reject"
+        # while the meter list could not be read (database down at start) nothing is rejected as unknown
+        reject_unknown = self.unknown_meters == "reject" and self._known_loaded
         known = self._known
         chunk: list[Reading] = []
         it = iter(readings)
@@ -316,14 +319,17 @@ class Ingestor:
             chunk = [r for _, r in zip(range(self.batch_size), it, strict=False)]
             if not chunk:
                 break
+            qset = {r.quantity for r in chunk}
+            kinds = {is_interval.get(q) for q in qset}
+            mset = {r.meter for r in chunk} if (reject_unknown or "" in {r.meter[:1] for r in chunk}) else None
+            if reject_unknown and mset and not mset <= known:
+                await self._refresh_known()  # meters added since: re-read the list (at most every 30 s)
+            # no await between taking the open batch and filling it: a worker must not take it half-filled
             async with self._space:
                 await self._space.wait_for(lambda: self._buffered < self.max_buffered)
             batch = self._current_batch()
             regs, ints = batch.registers, batch.intervals
             n0 = len(batch)
-            qset = {r.quantity for r in chunk}
-            kinds = {is_interval.get(q) for q in qset}
-            mset = {r.meter for r in chunk} if (reject_unknown or "" in {r.meter[:1] for r in chunk}) else None
             if None not in kinds and mset is None:
                 # fast path (the usual chunk): every quantity known, no empty address, nothing to reject
                 if kinds == {True}:
@@ -508,11 +514,19 @@ class Ingestor:
             with contextlib.suppress(Exception):
                 c.close()
 
+    async def _refresh_known(self) -> None:
+        if time.monotonic() - self._known_at < 30 or self._loop is None:
+            return
+        with contextlib.suppress(_DatabaseDown):
+            await self._loop.run_in_executor(self._executor, self._load_known)
+
     def _load_known(self) -> None:
+        self._known_at = time.monotonic()
         try:
             conn = self._conn()
             with conn.transaction():
                 self._known.update(r[0] for r in conn.execute("SELECT address FROM meters"))
+            self._known_loaded = True
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._drop_conn()
             raise _DatabaseDown(str(exc).strip()) from exc
