@@ -54,7 +54,16 @@ OperatorOpt = Annotated[str, typer.Option("--operator", "-o", help="Who sends th
 PortOpt = Annotated[
     str, typer.Option("--port", "-p", help="Channel URL: tcp://host:502?map=generic_terminal, serial:///dev/ttyX?baud=9600")
 ]
-ProtocolOpt = Annotated[str, typer.Option("--protocol", help="modbus (default) or mqtt.")]
+ProtocolOpt = Annotated[
+    str | None, typer.Option("--protocol", help="modbus or mqtt (default: mqtt for mqtt:// ports, else modbus).")
+]
+
+
+def _protocol(protocol: str | None, port: str) -> str:
+    if protocol:
+        return protocol
+    return "mqtt" if port.lower().startswith(("mqtt://", "mqtts://")) else "modbus"
+
 MapOpt = Annotated[str | None, typer.Option("--map", help="Modbus register map (config/maps/NAME.toml).")]
 CircuitOpt = Annotated[int, typer.Option("--circuit", min=1, max=8, help="Controlled circuit (breaker round).")]
 RequestIdOpt = Annotated[
@@ -182,12 +191,13 @@ def _via_daemon(ctx: typer.Context, port: str, request: LoadControlRequest) -> d
 
 
 def _command(
-    ctx: typer.Context, command: LoadCommand, device: str, operator: str, port: str, protocol: str,
+    ctx: typer.Context, command: LoadCommand, device: str, operator: str, port: str, protocol: str | None,
     map_name: str | None, value: float | None, circuit: int, request_id: str | None, no_audit: bool,
     timeout: float | None, json_out: bool,
 ) -> None:
     if not operator.strip():
         raise fail("an operator is required", code=ExitCode.USAGE)
+    protocol = _protocol(protocol, port)
     kw: dict[str, Any] = {"request_id": request_id} if request_id else {}
     request = LoadControlRequest(device, command, operator, value=value, circuit=circuit, **kw)
     doc: dict[str, Any] = {
@@ -228,7 +238,7 @@ def _command(
 def limit_cmd(
     ctx: typer.Context, device: DeviceOpt, operator: OperatorOpt, port: PortOpt,
     kw: Annotated[float, typer.Option("--kw", min=0.0, help="Power limit (功控 cap), kW.")],
-    protocol: ProtocolOpt = "modbus", map_name: MapOpt = None, request_id: RequestIdOpt = None,
+    protocol: ProtocolOpt = None, map_name: MapOpt = None, request_id: RequestIdOpt = None,
     no_audit: NoAuditOpt = False, timeout: TimeoutOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Set the terminal's power limit, then read it back."""
@@ -239,7 +249,7 @@ def limit_cmd(
 @load_app.command("trip")
 def trip_cmd(
     ctx: typer.Context, device: DeviceOpt, operator: OperatorOpt, port: PortOpt, circuit: CircuitOpt = 1,
-    protocol: ProtocolOpt = "modbus", map_name: MapOpt = None, request_id: RequestIdOpt = None,
+    protocol: ProtocolOpt = None, map_name: MapOpt = None, request_id: RequestIdOpt = None,
     no_audit: NoAuditOpt = False, timeout: TimeoutOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Trip a controlled circuit (refused by the terminal while keep-power is on), then read the breaker back."""
@@ -250,7 +260,7 @@ def trip_cmd(
 @load_app.command("restore")
 def restore_cmd(
     ctx: typer.Context, device: DeviceOpt, operator: OperatorOpt, port: PortOpt, circuit: CircuitOpt = 1,
-    protocol: ProtocolOpt = "modbus", map_name: MapOpt = None, request_id: RequestIdOpt = None,
+    protocol: ProtocolOpt = None, map_name: MapOpt = None, request_id: RequestIdOpt = None,
     no_audit: NoAuditOpt = False, timeout: TimeoutOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Restore (close) a controlled circuit, then read the breaker back."""
@@ -263,7 +273,7 @@ def keep_power_cmd(
     ctx: typer.Context,
     state: Annotated[str, typer.Argument(help="on (block trips) or off.")],
     device: DeviceOpt, operator: OperatorOpt, port: PortOpt,
-    protocol: ProtocolOpt = "modbus", map_name: MapOpt = None, request_id: RequestIdOpt = None,
+    protocol: ProtocolOpt = None, map_name: MapOpt = None, request_id: RequestIdOpt = None,
     no_audit: NoAuditOpt = False, timeout: TimeoutOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Keep-power (保电) on or off, then read it back."""
@@ -277,7 +287,7 @@ def keep_power_cmd(
 def purchase_cmd(
     ctx: typer.Context, device: DeviceOpt, operator: OperatorOpt, port: PortOpt,
     kwh: Annotated[float, typer.Option("--kwh", min=0.01, help="Energy bought (购电), kWh.")],
-    protocol: ProtocolOpt = "modbus", map_name: MapOpt = None, request_id: RequestIdOpt = None,
+    protocol: ProtocolOpt = None, map_name: MapOpt = None, request_id: RequestIdOpt = None,
     no_audit: NoAuditOpt = False, timeout: TimeoutOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Add a prepaid top-up to the balance (applied once per --request-id), then read the balance back."""
@@ -291,10 +301,11 @@ STATUS_QUANTITIES = ("power.active.total", "limit.power", "relay.state", "keep_p
 
 @load_app.command("status")
 def status_cmd(
-    ctx: typer.Context, device: DeviceOpt, port: PortOpt, protocol: ProtocolOpt = "modbus", map_name: MapOpt = None,
+    ctx: typer.Context, device: DeviceOpt, port: PortOpt, protocol: ProtocolOpt = None, map_name: MapOpt = None,
     timeout: TimeoutOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Read the terminal's load-control state: power, limit, relay, keep-power, balance."""
+    protocol = _protocol(protocol, port)
     if protocol == "modbus":
         try:
             map_name = _default_map(ctx, port, map_name)

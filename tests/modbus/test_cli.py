@@ -159,7 +159,7 @@ def test_load_commands_over_mqtt(mqtt_broker, mqtt_prefix: str, pg_dsn: str,  # 
     monkeypatch.setenv("HEADEND_DATABASE__DSN", pg_dsn)
     port = f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}?prefix={mqtt_prefix}"
     try:
-        base = ["--device", "LMT00001", "--operator", "dave", "--port", port, "--protocol", "mqtt", "--json"]
+        base = ["--device", "LMT00001", "--operator", "dave", "--port", port, "--json"]  # mqtt:// -> mqtt
         r = runner.invoke(app, ["load", "trip", "--request-id", "mqtt-trip-1", *base])
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)["readback"]["relay.state"] == 1
