@@ -264,8 +264,10 @@ async def apply_payments(conn: AsyncConnection[Any], rows: Sequence[PaymentRow],
                          source: str = "") -> tuple[int, list[str]]:
     """Insert payments (new references only) and mark arrears cleared; return (new rows, cleared accounts).
 
-    An account is cleared when a payment says so (``clears``) or when the payments since the
-    arrears were assessed (``as_of``) cover the amount.
+    An account is cleared when a payment says so (``clears``) or when the payments that are news
+    to the current arrears figure cover the amount: paid on or after its ``as_of``, or imported
+    after it (a payment made before the arrears file was imported but after billing's snapshot
+    must not be lost: a missed reconnection is the worse error).
     """
     n = 0
     touched: set[str] = set()
@@ -282,12 +284,13 @@ async def apply_payments(conn: AsyncConnection[Any], rows: Sequence[PaymentRow],
         cur = await conn.execute(
             """SELECT a.amount, a.as_of, a.cleared_at,
                       (SELECT coalesce(sum(p.amount), 0) FROM payments p
-                        WHERE p.account = a.account AND p.paid_at >= a.as_of) AS paid,
+                        WHERE p.account = a.account
+                          AND (p.paid_at >= a.as_of OR p.imported_at >= a.imported_at)) AS paid,
                       (SELECT max(p.paid_at) FROM payments p WHERE p.account = a.account) AS last_paid,
                       (SELECT p.id FROM payments p WHERE p.account = a.account ORDER BY p.paid_at DESC, p.id DESC
                         LIMIT 1) AS last_id,
                       (SELECT bool_or(p.clears) FROM payments p WHERE p.account = a.account
-                        AND p.paid_at >= a.as_of) AS clears
+                        AND (p.paid_at >= a.as_of OR p.imported_at >= a.imported_at)) AS clears
                  FROM arrears a WHERE a.account = %s""", (account,))
         row = await cur.fetchone()
         if row is None:

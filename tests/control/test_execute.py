@@ -361,3 +361,22 @@ async def test_cancelled_plan_sends_nothing(bench: Bench) -> None:
             await ex.execute_plan(plan, "alice")
     assert bench.sim.received == []
     assert rows(bench.dsn, "SELECT DISTINCT state FROM control_commands") == [("cancelled",)]
+
+
+async def test_payment_dated_before_the_arrears_import_still_clears(bench: Bench) -> None:
+    """Billing's arrears snapshot is imported at 10:00; the customer paid at 09:00 and the payment file
+    arrives at 11:00: the payment is news to the arrears figure and must clear it."""
+    seed_arrears(bench.dsn, [{"account": "A0", "meter": bench.sim.addresses[0]}])
+    rows(bench.dsn, "UPDATE arrears SET as_of = now(), imported_at = now()")
+    async with bench.executor() as ex, ex.pool.connection() as conn, conn.transaction():
+        from datetime import UTC, datetime
+
+        pay = [imports.PaymentRow("EARLY", "A0", Decimal("120"), datetime.now(UTC) - timedelta(hours=1))]
+        assert (await imports.apply_payments(conn, pay, operator="billing"))[1] == ["A0"]
+        # an old payment, imported before this arrears figure, does not count
+        rows(bench.dsn, "INSERT INTO arrears (account, amount, days_overdue) VALUES ('B0', 50, 40)")
+    rows(bench.dsn, "INSERT INTO payments (reference, account, amount, paid_at, imported_at) VALUES "
+                    "('OLD', 'B0', 50, now() - interval '40 days', now() - interval '39 days')")
+    async with bench.executor() as ex, ex.pool.connection() as conn, conn.transaction():
+        new = [imports.PaymentRow("NEW", "B0", Decimal("1"), datetime.now(UTC))]
+        assert (await imports.apply_payments(conn, new, operator="billing"))[1] == []
