@@ -9,9 +9,10 @@ real meter would, including abnormal replies where a real meter gives them.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,13 +39,14 @@ from protocols.dlt645.events import (
     WriteAddress,
     WriteData,
 )
-from protocols.dlt645.frame import BROADCAST, Frame, address_to_wire
+from protocols.dlt645.formats import Bcd, DateTime
+from protocols.dlt645.frame import BROADCAST, Frame
 from protocols.dlt645.quirks import DEFAULT_QUIRKS, Quirks
+from protocols.dlt645.registry import DI97_TO_DI07, decode_data, encode_data, lookup
 from protocols.dlt645.services import encode_reply, parse_request, split_read_reply
 from protocols.errors import FrameError, LocalProtocolError
 from simulators.clock import SimClock
 from simulators.dlt645.physics import SLOT_S, EnergySnapshot, MeterPhysics
-from simulators.dlt645.wire import bcd, bcd_int, date4, decode_bcd_int, time3, ts5, ts6, ts7
 from simulators.faults import Fault, FaultSet
 from simulators.loadprofile import LoadProfile
 
@@ -59,22 +61,7 @@ ERR_BAUD = 0x08
 
 MAX_REPLY_DATA = 200  # a read reply carries at most 200 data bytes; the rest goes in follow-up frames
 
-# Characteristic word Z (17H) -> baud rate; one bit set.
-BAUD_BITS: dict[int, int] = {0x02: 600, 0x04: 1200, 0x08: 2400, 0x10: 4800, 0x20: 9600, 0x40: 19200}
 SUPPORTED_BAUDS = (1200, 2400, 4800, 9600)
-
-# 1997 two-byte DIs the meter also answers (function 01), mapped to their 2007 items.
-DI_1997: dict[int, tuple[int, Callable[[bytes], bytes]]] = {
-    0x9010: (0x00010000, lambda b: b),
-    0x9020: (0x00020000, lambda b: b),
-    0x901F: (0x0001FF00, lambda b: b),
-    0xB611: (0x02010100, lambda b: bcd(decode_bcd_int(b) / 10.0, 2, 0)),  # 1997 voltage is XXX V
-    0xB621: (0x02020100, lambda b: bcd(decode_bcd_int(bytes((*b[:2], b[2] & 0x7F))) / 1000.0, 2, 2)),  # XX.XX A
-    0xB630: (0x02030000, lambda b: b),
-    0xC010: (0x04000101, lambda b: b),
-    0xC011: (0x04000102, lambda b: b),
-    0xC032: (0x04000401, lambda b: b),
-}
 
 _STANDARD_CONTROLS = {0x1A: "trip", 0x1B: "close_permit", 0x1C: "close_direct", 0x2A: "alarm_on",
                       0x2B: "alarm_off", 0x3A: "keep_power_on", 0x3B: "keep_power_off"}
@@ -260,18 +247,14 @@ class SimMeter:
     # 11H / 01H read ---------------------------------------------------------------
     def _read(self, req: ReadRequest) -> list[Reply]:
         if req.version == 1997:
-            m = DI_1997.get(req.di)
-            value = self.read_value(m[0]) if m else None
-            if m is None or value is None:
+            data = self.read_value_1997(req.di)
+            if data is None:
                 raise _Reject(ERR_NO_DATA)
-            return [ReadResponse(self.address, req.di, m[1](value), function=0x01, version=1997)]
-        extra = b""
-        if req.count is not None:
-            extra = bcd_int(req.count, 1) + (ts5(req.start) if req.start is not None else b"")
+            return [ReadResponse(self.address, req.di, data, function=0x01, version=1997)]
         di = self.quirks.standard_di(req.di)  # a vendor DI map: the wire DI serves a standard item
         if di == req.di and self.quirks.wire_di(di) != di:
             raise _Reject(ERR_NO_DATA)  # this meter serves that item under another DI only
-        payload = self.read_value(di, extra)
+        payload = self.read_value(di, req)
         if payload is None:
             raise _Reject(ERR_NO_DATA)
         parts = split_read_reply(self.address, di, payload, max_data=min(MAX_REPLY_DATA, self.quirks.max_data))
@@ -288,18 +271,44 @@ class SimMeter:
             self._followups.pop(di, None)
         return [parts[req.seq - 1]]
 
-    def read_value(self, di: int, extra: bytes = b"") -> bytes | None:
-        """The plain data bytes of one DI (after the DI), or None when the meter has no such data."""
+    def read_item(self, di: int, req: ReadRequest | None = None) -> object:
+        """The value of one 2007 DI in the registry's shape (see ``registry.encode_data``), raw
+        bytes for a written parameter, or None when the meter has no such data. ``req`` carries
+        the record count and start time of record reads (06...)."""
         fixed = _READERS.get(di)
         if fixed is not None:
             return fixed(self)
         if di in self.params:
             return self.params[di]
         for family in _FAMILIES:
-            out = family(self, di, extra)
+            out = family(self, di, req)
             if out is not _NOT_MINE:
-                return out if isinstance(out, bytes) else None
+                return out
         return None
+
+    def read_value(self, di: int, req: ReadRequest | None = None) -> bytes | None:
+        """The plain data bytes of one DI (after the DI), or None when the meter has no such data;
+        encoded by the codec registry with this meter's quirks (e.g. YY-first times)."""
+        value = self.read_item(di, req)
+        if value is None or isinstance(value, bytes):
+            return value
+        return encode_data(di, value, opts=self.quirks.format_options)
+
+    def read_value_1997(self, di: int) -> bytes | None:
+        """A 1997 item, served from its 2007 counterpart (the registry's 1997<->2007 mapping)."""
+        d07 = DI97_TO_DI07.get(di)
+        item = lookup(di, 1997)
+        value = self.read_item(d07) if d07 is not None and item is not None else None
+        if value is None or isinstance(value, bytes) or item is None:
+            return None
+        if len(item.fields) == 1 and isinstance(value, list | tuple):
+            value = value[0]  # e.g. max demand without its time
+        # 1997 formats are unsigned: magnitudes only.
+        if isinstance(value, list | tuple):
+            value = [abs(v) if isinstance(v, float) else v for v in value]
+        elif isinstance(value, float):
+            value = abs(value)
+        return encode_data(di, value, 1997, self.quirks.format_options)
 
     # 13H read address / 15H write address ------------------------------------
     def _read_address(self, req: ReadAddress) -> list[Reply]:
@@ -316,15 +325,16 @@ class SimMeter:
         self._check_password(req.password)
         di, value = req.di, req.data
         now_local = self.clock().replace(tzinfo=None)
-        if di == 0x04000101:  # date YYMMDDWW
-            _, dd, mo, yy = (decode_bcd_int(bytes((b,))) for b in value[:4])
-            self.set_clock(now_local.replace(year=2000 + yy, month=mo, day=dd))
-        elif di == 0x04000102:  # time hhmmss
-            ss, mm, hh = (decode_bcd_int(bytes((b,))) for b in value[:3])
-            self.set_clock(now_local.replace(hour=hh, minute=mm, second=ss))
-        elif di == 0x0400010C:
-            ss, mm, hh, _, dd, mo, yy = (decode_bcd_int(bytes((b,))) for b in value[:7])
-            self.set_clock(datetime(2000 + yy, mo, dd, hh, mm, ss))
+        if di in (0x04000101, 0x04000102, 0x0400010C):  # date YYMMDDWW / time hhmmss / both
+            when = decode_data(di, value, opts=self.quirks.format_options).value
+            if isinstance(when, datetime):
+                self.set_clock(when)
+            elif isinstance(when, date):
+                self.set_clock(now_local.replace(year=when.year, month=when.month, day=when.day))
+            elif isinstance(when, time):
+                self.set_clock(now_local.replace(hour=when.hour, minute=when.minute, second=when.second))
+            else:
+                raise _Reject(ERR_OTHER)
         elif di >> 24 == 0x04:
             if di in _READERS and di not in _WRITABLE:
                 raise _Reject(ERR_PASSWORD)  # read-only item: unauthorised
@@ -340,8 +350,8 @@ class SimMeter:
         if req.month is None and req.day is None and req.hour is None and req.minute is None:
             self.instant_freeze = (self.clock(), self.energy())
         else:
-            self.params[0x04001201] = bytes(
-                0x99 if v is None else bcd_int(v, 1)[0] for v in (req.minute, req.hour, req.day, req.month)
+            self.params[0x04001201] = b"".join(
+                b"\x99" if v is None else _BYTE.encode(v) for v in (req.minute, req.hour, req.day, req.month)
             )
         return [Ack(self.address, Function.FREEZE)]
 
@@ -497,26 +507,27 @@ class SimMeter:
         last = _floor_slot(self.clock())
         return first, last
 
-    def load_profile_record(self, t_meter: datetime) -> bytes:
-        """One 2007 load record (A0 A0 len YYMMDDhhmm 6 sections split by AA, CS, E5) at ``t_meter``."""
+    def load_profile_record(self, t_meter: datetime) -> dict[str, object]:
+        """One load-profile record at ``t_meter`` as the registry's record columns
+        (:data:`protocols.dlt645.records.LOAD_SECTIONS`); all six classes are recorded."""
         true_t = t_meter - timedelta(seconds=self.clock_error())
         inst = self.physics.instant(true_t)
         e = self.energy(true_t)  # registers at the record time
         kw = self.physics.slot_kw(max(0, self.physics.slot_of(true_t) - 1))  # demand of the interval just ended
-        s1 = (bcd(inst["voltage.a"], 2, 1) + bcd(inst["voltage.b"], 2, 1) + bcd(inst["voltage.c"], 2, 1)
-              + b"".join(bcd(inst[f"current.{p}"], 3, 3, signed=True) for p in "abc") + bcd(inst["frequency"], 2, 2))
-        s2 = (b"".join(bcd(inst[k], 3, 4, signed=True) for k in
-                       ("power.active.total", "power.active.a", "power.active.b", "power.active.c"))
-              + bcd(inst["power.reactive.total"], 3, 4, signed=True) + b"\x00\x00\x00" * 3)
-        s3 = bcd(inst["pf.total"], 2, 3, signed=True) * 4
-        s4 = bcd(e.imp, 4, 2) + bcd(e.exp, 4, 2) + bcd(e.q[0] + e.q[1], 4, 2) + bcd(e.q[2] + e.q[3], 4, 2)
-        s5 = b"".join(bcd(q, 4, 2) for q in e.q)
-        s6 = bcd(max(kw, 0.0), 3, 4) + bcd(0.0, 3, 4)
-        body = ts5(t_meter) + s1 + b"\xaa" + s2 + b"\xaa" + s3 + b"\xaa" + s4 + b"\xaa" + s5 + b"\xaa" + s6 + b"\xaa"
-        rec = bytearray(b"\xa0\xa0") + bytes((len(body),)) + body
-        rec.append(sum(rec) & 0xFF)
-        rec.append(0xE5)
-        return bytes(rec)
+        pf = inst["pf.total"]
+        return {
+            "time": t_meter,
+            "ua": inst["voltage.a"], "ub": inst["voltage.b"], "uc": inst["voltage.c"],
+            "ia": inst["current.a"], "ib": inst["current.b"], "ic": inst["current.c"], "freq": inst["frequency"],
+            "p_total": inst["power.active.total"], "p_a": inst["power.active.a"], "p_b": inst["power.active.b"],
+            "p_c": inst["power.active.c"], "q_total": inst["power.reactive.total"], "q_a": 0.0, "q_b": 0.0,
+            "q_c": 0.0,
+            "pf_total": pf, "pf_a": pf, "pf_b": pf, "pf_c": pf,
+            "fwd_active": _register(e.imp), "rev_active": _register(e.exp),
+            "rc1": _register(e.q[0] + e.q[1]), "rc2": _register(e.q[2] + e.q[3]),
+            "q1": _register(e.q[0]), "q2": _register(e.q[1]), "q3": _register(e.q[2]), "q4": _register(e.q[3]),
+            "active_demand": max(kw, 0.0), "reactive_demand": 0.0,
+        }
 
     @property
     def load_profile(self) -> list[tuple[datetime, float]]:
@@ -544,112 +555,116 @@ def _ceil_slot(t: datetime) -> datetime:
 
 
 # -- DI readers ------------------------------------------------------------------------------
+# Each reader returns the item's value in the shape the codec registry encodes (a number, a
+# sequence of field values in order, or a mapping by field name); ``SimMeter.read_value`` encodes
+# it with ``registry.encode_data``: one table for the meter and the master.
 _NOT_MINE = object()
-_READERS: dict[int, Callable[[SimMeter], bytes]] = {}
+_READERS: dict[int, Callable[[SimMeter], object]] = {}
 _WRITABLE: set[int] = {0x04000703}
+_REGISTER_SPAN = 1_000_000.0  # XXXXXX.XX energy registers roll over like a real meter's
+
+
+def _register(kwh: float) -> float:
+    """An energy register value as the meter shows it (2 decimals, wrapped past 999999.99)."""
+    return math.fmod(round(kwh, 2), _REGISTER_SPAN)
 
 
 def _energy_readers() -> None:
-    # (DI2, getter of (total, t1..t4), signed)
-    kinds: dict[int, tuple[Callable[[EnergySnapshot], tuple[float, ...]], bool]] = {
-        0x00: (lambda e: (e.combined, *e.combined_t), True),
-        0x01: (lambda e: (e.imp, *e.imp_t), False),
-        0x02: (lambda e: (e.exp, *e.exp_t), False),
-        0x03: (lambda e: (e.q[0] + e.q[1], 0.0, 0.0, 0.0, 0.0), True),
-        0x04: (lambda e: (e.q[2] + e.q[3], 0.0, 0.0, 0.0, 0.0), True),
-        0x05: (lambda e: (e.q[0], 0.0, 0.0, 0.0, 0.0), False),
-        0x06: (lambda e: (e.q[1], 0.0, 0.0, 0.0, 0.0), False),
-        0x07: (lambda e: (e.q[2], 0.0, 0.0, 0.0, 0.0), False),
-        0x08: (lambda e: (e.q[3], 0.0, 0.0, 0.0, 0.0), False),
+    # DI2 -> getter of (total, t1..t4)
+    kinds: dict[int, Callable[[EnergySnapshot], tuple[float, ...]]] = {
+        0x00: lambda e: (e.combined, *e.combined_t),
+        0x01: lambda e: (e.imp, *e.imp_t),
+        0x02: lambda e: (e.exp, *e.exp_t),
+        0x03: lambda e: (e.q[0] + e.q[1], 0.0, 0.0, 0.0, 0.0),
+        0x04: lambda e: (e.q[2] + e.q[3], 0.0, 0.0, 0.0, 0.0),
+        0x05: lambda e: (e.q[0], 0.0, 0.0, 0.0, 0.0),
+        0x06: lambda e: (e.q[1], 0.0, 0.0, 0.0, 0.0),
+        0x07: lambda e: (e.q[2], 0.0, 0.0, 0.0, 0.0),
+        0x08: lambda e: (e.q[3], 0.0, 0.0, 0.0, 0.0),
     }
-    for di2, (get, signed) in kinds.items():
+    for di2, get in kinds.items():
         for t in range(5):
-            def one(m: SimMeter, get: Callable[[EnergySnapshot], tuple[float, ...]] = get, t: int = t,
-                    signed: bool = signed) -> bytes:
-                return bcd(get(m.energy())[t], 4, 2, signed=signed)
+            def one(m: SimMeter, get: Callable[[EnergySnapshot], tuple[float, ...]] = get, t: int = t) -> object:
+                return _register(get(m.energy())[t])
 
             _READERS[di2 << 16 | t << 8] = one
 
-        def block(m: SimMeter, get: Callable[[EnergySnapshot], tuple[float, ...]] = get,
-                  signed: bool = signed) -> bytes:
-            return b"".join(bcd(v, 4, 2, signed=signed) for v in get(m.energy()))
+        def block(m: SimMeter, get: Callable[[EnergySnapshot], tuple[float, ...]] = get) -> object:
+            return [_register(v) for v in get(m.energy())]
 
         _READERS[di2 << 16 | 0xFF00] = block
 
 
-def _md(m: SimMeter) -> bytes:
-    kw, at = m.physics.max_demand
-    return bcd(kw, 3, 4) + ts5(at.astimezone(m.tz))
-
-
-def _instant(key: str, nbytes: int, decimals: int, signed: bool) -> Callable[[SimMeter], bytes]:
-    def read(m: SimMeter) -> bytes:
+def _instant(key: str) -> Callable[[SimMeter], float]:
+    def read(m: SimMeter) -> float:
         v = m.physics.instant(m.true_now())[key]
         if m.relay_open and not key.startswith(("voltage", "frequency")):
             v = 0.0 if not key.startswith("pf") else 1.0
-        return bcd(v, nbytes, decimals, signed=signed)
+        return v
 
     return read
 
 
+# DI -> key of MeterPhysics.instant(); the format comes from the registry.
+INSTANT_ITEMS: dict[int, str] = {
+    0x02010100: "voltage.a", 0x02010200: "voltage.b", 0x02010300: "voltage.c",
+    0x02020100: "current.a", 0x02020200: "current.b", 0x02020300: "current.c",
+    0x02030000: "power.active.total", 0x02030100: "power.active.a", 0x02030200: "power.active.b",
+    0x02030300: "power.active.c", 0x02040000: "power.reactive.total", 0x02050000: "power.apparent.total",
+    0x02060000: "pf.total", 0x02800001: "current.n", 0x02800002: "frequency",
+}
+
+
 def _instant_readers() -> None:
-    table: list[tuple[int, str, int, int, bool]] = [
-        (0x02010100, "voltage.a", 2, 1, False),
-        (0x02010200, "voltage.b", 2, 1, False),
-        (0x02010300, "voltage.c", 2, 1, False),
-        (0x02020100, "current.a", 3, 3, True),
-        (0x02020200, "current.b", 3, 3, True),
-        (0x02020300, "current.c", 3, 3, True),
-        (0x02030000, "power.active.total", 3, 4, True),
-        (0x02030100, "power.active.a", 3, 4, True),
-        (0x02030200, "power.active.b", 3, 4, True),
-        (0x02030300, "power.active.c", 3, 4, True),
-        (0x02040000, "power.reactive.total", 3, 4, True),
-        (0x02050000, "power.apparent.total", 3, 4, True),
-        (0x02060000, "pf.total", 2, 3, True),
-        (0x02800001, "current.n", 3, 3, False),
-        (0x02800002, "frequency", 2, 2, False),
-    ]
-    for di, key, n, dec, signed in table:
-        _READERS[di] = _instant(key, n, dec, signed)
+    for di, key in INSTANT_ITEMS.items():
+        _READERS[di] = _instant(key)
     for block, members in ((0x0201FF00, (0x02010100, 0x02010200, 0x02010300)),
                            (0x0202FF00, (0x02020100, 0x02020200, 0x02020300)),
                            (0x0203FF00, (0x02030000, 0x02030100, 0x02030200, 0x02030300))):
         _READERS[block] = _concat(members)
 
 
-def _concat(members: tuple[int, ...]) -> Callable[[SimMeter], bytes]:
-    return lambda m: b"".join(_READERS[d](m) for d in members)
+def _concat(members: tuple[int, ...]) -> Callable[[SimMeter], object]:
+    return lambda m: [_READERS[d](m) for d in members]
 
 
-def _status(n: int) -> Callable[[SimMeter], bytes]:
-    return lambda m: m.status_word(n).to_bytes(2, "little")
+def _energy_fields(e: EnergySnapshot, prefix: str = "") -> dict[str, float]:
+    """The registry's six-register energy snapshot (event records) of ``e``."""
+    values = (e.imp, e.exp, *e.q)
+    names = ("forward_active", "reverse_active", "q1_reactive", "q2_reactive", "q3_reactive", "q4_reactive")
+    return {prefix + n: _register(v) for n, v in zip(names, values, strict=True)}
+
+
+def _status(n: int) -> Callable[[SimMeter], int]:
+    return lambda m: m.status_word(n)
 
 
 def _misc_readers() -> None:
     r = _READERS
-    r[0x01010000] = _md
-    r[0x01020000] = lambda m: bcd(0.0, 3, 4) + ts5(m.history_start.astimezone(m.tz))
-    r[0x04000101] = lambda m: date4(m.clock())
-    r[0x04000102] = lambda m: time3(m.clock())
-    r[0x0400010C] = lambda m: ts7(m.clock())
-    r[0x04000401] = lambda m: address_to_wire(m.address)
-    r[0x04000402] = lambda m: address_to_wire(m.meter_number)
+    r[0x01010000] = lambda m: (m.physics.max_demand[0], m.physics.max_demand[1].astimezone(m.tz))
+    r[0x01020000] = lambda m: (0.0, m.history_start.astimezone(m.tz))
+    r[0x04000101] = lambda m: m.clock()
+    r[0x04000102] = lambda m: m.clock()
+    r[0x0400010C] = lambda m: m.clock()
+    r[0x04000401] = lambda m: m.address
+    r[0x04000402] = lambda m: m.meter_number
     for n in range(1, 8):
         r[0x04000500 | n] = _status(n)
-    r[0x040005FF] = lambda m: b"".join(m.status_word(n).to_bytes(2, "little") for n in range(1, 8))
-    r[0x04000703] = lambda m: bytes((next(k for k, v in BAUD_BITS.items() if v == m.baud),))
+    r[0x040005FF] = lambda m: [m.status_word(n) for n in range(1, 8)]
+    r[0x04000703] = lambda m: m.baud
     # Events
-    r[0x03010000] = lambda m: b"".join(
-        bcd_int(m.events.voltage_loss[p], 3) + bcd_int(m.events.voltage_loss_minutes[p], 3) for p in range(3)
-    )
-    r[0x03300D00] = lambda m: bcd_int(m.events.cover_open, 3)
-    r[0x03300000] = lambda m: bcd_int(m.events.programming, 3)
-    r[0x1D000001] = lambda m: bcd_int(m.events.trip, 3)
-    r[0x1E000001] = lambda m: bcd_int(m.events.close, 3)
+    r[0x03010000] = lambda m: {
+        f"{p}_{k}": v[i]
+        for i, p in enumerate("abc")
+        for k, v in (("count", m.events.voltage_loss), ("minutes", m.events.voltage_loss_minutes))
+    }
+    r[0x03300D00] = lambda m: m.events.cover_open
+    r[0x03300000] = lambda m: m.events.programming
+    r[0x1D000001] = lambda m: m.events.trip
+    r[0x1E000001] = lambda m: m.events.close
 
 
-def _last_record(m: SimMeter, di: int, extra: bytes) -> bytes | object | None:
+def _last_record(m: SimMeter, di: int, req: ReadRequest | None) -> object:
     if di == 0x03300D01:
         rec = m.events.last_cover_open
         if rec is None:
@@ -658,28 +673,38 @@ def _last_record(m: SimMeter, di: int, extra: bytes) -> bytes | object | None:
             start = (m.history_start + timedelta(hours=5)).astimezone(m.tz)
             rec = (start, start + timedelta(minutes=3))
         e = m.energy(rec[0])
-        return ts6(rec[0]) + ts6(rec[1]) + bcd(e.imp, 4, 2) + bcd(e.exp, 4, 2) + b"\x00" * 40
+        before = {k: 0.0 for k in _energy_fields(e, "before_")}
+        before.update(before_forward_active=_register(e.imp), before_reverse_active=_register(e.exp))
+        return {"start": rec[0], "end": rec[1], **before, **{k: 0.0 for k in _energy_fields(e, "after_")}}
     if di == 0x03300001:
         p = m.events.last_programming
         if p is None:
             return None
-        dis = b"".join(d.to_bytes(4, "little") for d in p[2])[:40]
-        return ts6(p[0]) + bytes.fromhex(p[1])[::-1] + dis + b"\xff" * (40 - len(dis))
+        dis = (p[2] + [0xFFFFFFFF] * 10)[:10]
+        return {"time": p[0], "operator": p[1], **{f"di{k}": d for k, d in enumerate(dis, start=1)}}
     if di in (0x1D000101, 0x1E000101):
         rec2 = m.events.last_trip if di == 0x1D000101 else m.events.last_close
         if rec2 is None:
             return None
-        return ts6(rec2[0])
+        operator = rec2[1] if len(rec2[1]) == 8 and all(c in _HEX for c in rec2[1]) else "FFFFFFFF"  # "button"
+        return {"time": rec2[0], "operator": operator, **_energy_fields(m.energy(rec2[0]))}
     if di >> 8 == 0x030101 and 1 <= di & 0xFF <= 10:  # Nth previous A-phase voltage-loss record
         if di & 0xFF > m.events.voltage_loss[0]:
             return None
         start = (m.history_start + timedelta(hours=3 * (di & 0xFF))).astimezone(m.tz)
-        e = m.energy(start)
-        return ts6(start) + bcd(e.imp, 4, 2) + b"\x00" * 115 + ts6(start + timedelta(minutes=20))
+        o = m.quirks.format_options
+        rest = _ENERGY.encode(_register(m.energy(start).imp), o) + b"\x00" * 115
+        return {"start": start, "rest": rest + _EVENT_TIME.encode(start + timedelta(minutes=20), o)}
     return _NOT_MINE
 
 
-def _frozen(m: SimMeter, di: int, extra: bytes) -> bytes | object | None:
+_BYTE = Bcd(1)
+_HEX = frozenset("0123456789ABCDEFabcdef")
+_ENERGY = Bcd(4, 2)
+_EVENT_TIME = DateTime("YYMMDDhhmmss")
+
+
+def _frozen(m: SimMeter, di: int, req: ReadRequest | None) -> object:
     """0504 hourly / 0506 daily / 0501 instant frozen data: DI1 = item, DI0 = Nth previous."""
     di3, di2, item, n = di >> 24, (di >> 16) & 0xFF, (di >> 8) & 0xFF, di & 0xFF
     if di3 != 0x05 or di2 not in (0x01, 0x04, 0x06):
@@ -697,27 +722,29 @@ def _frozen(m: SimMeter, di: int, extra: bytes) -> bytes | object | None:
             return None
         t, e = ft, m.frozen_energy(ft)
     hourly = di2 == 0x04
+    imp = [_register(v) for v in (e.imp, *e.imp_t)]
+    exp = [_register(v) for v in (e.exp, *e.exp_t)]
     if item == 0x00:
-        return ts5(t)
+        return t
     if item in (0x01, 0x02):
-        total, tariffs = (e.imp, e.imp_t) if item == 0x01 else (e.exp, e.exp_t)
+        values = imp if item == 0x01 else exp
+        return values[0] if hourly else values
+    if item == 0xFF:
         if hourly:
-            return bcd(total, 4, 2)
-        return bcd(total, 4, 2) + b"".join(bcd(v, 4, 2) for v in tariffs)
-    if item == 0xFF and not hourly:
-        return ts5(t) + bcd(e.imp, 4, 2) + b"".join(bcd(v, 4, 2) for v in e.imp_t) + bcd(e.exp, 4, 2) + b"".join(
-            bcd(v, 4, 2) for v in e.exp_t
-        )
+            return {"time": t, "fwd_total": imp[0], "rev_total": exp[0]}
+        names = ("total", "t1", "t2", "t3", "t4")
+        return {"time": t, **{f"fwd_{k}": v for k, v in zip(names, imp, strict=True)},
+                **{f"rev_{k}": v for k, v in zip(names, exp, strict=True)}}
     return None
 
 
-def _load_profile(m: SimMeter, di: int, extra: bytes) -> bytes | object | None:
-    """06000000 earliest / 06000001 from a given time / 06000002 latest: N records (N is BCD)."""
+def _load_profile(m: SimMeter, di: int, req: ReadRequest | None) -> object:
+    """06000000 earliest / 06000001 from a given time / 06000002 latest: N records."""
     if di >> 8 != 0x060000 or di & 0xFF > 2:
         return _NOT_MINE
-    if not extra:
+    if req is None or req.count is None:
         raise _Reject(ERR_OTHER)
-    count = decode_bcd_int(extra[:1])
+    count = req.count
     first, last = m.profile_slots()
     step = timedelta(seconds=SLOT_S)
     if di == 0x06000000:
@@ -725,22 +752,19 @@ def _load_profile(m: SimMeter, di: int, extra: bytes) -> bytes | object | None:
     elif di == 0x06000002:
         start = last - step * (count - 1)
     else:
-        if len(extra) < 6:
+        if req.start is None:
             raise _Reject(ERR_OTHER)
-        mm, hh, dd, mo, yy = (decode_bcd_int(bytes((b,))) for b in extra[1:6])
-        start = _ceil_slot(datetime(2000 + yy, mo, dd, hh, mm, tzinfo=m.tz))
+        start = _ceil_slot(req.start.replace(tzinfo=m.tz))
     start = max(start, first)
-    records: list[bytes] = []
+    records: list[dict[str, object]] = []
     t = start
     while t <= last and len(records) < count:
         records.append(m.load_profile_record(t))
         t += step
-    if not records:
-        return None
-    return b"".join(records)
+    return records or None
 
 
-_FAMILIES: list[Callable[[SimMeter, int, bytes], bytes | object | None]] = [_frozen, _load_profile, _last_record]
+_FAMILIES: list[Callable[[SimMeter, int, ReadRequest | None], object]] = [_frozen, _load_profile, _last_record]
 
 _energy_readers()
 _instant_readers()

@@ -90,6 +90,10 @@ async def test_vendor_quirks_are_configuration_not_code() -> None:
             assert r.value == pytest.approx(sim.meters[m2].energy_import, abs=0.02)
             res = await client.control(m2, RelayCommand.ALARM_ON, Credentials("123456"), until)
             assert res.accepted and sim.meters[m2].alarm
+            (offset,) = await client.read(m2, ["clock.offset"])  # the meter's clock comes back YY first
+            assert abs(offset.value) < 5
+            raw = sim.meters[m2].read_value(0x0400010C)  # YYMMDDWWhhmmss, YY sent first by this meter
+            assert raw is not None and raw[0] == int(f"{sim.meters[m2].clock().year % 100:02d}", 16)
             assert (await client.read_raw(m2, "0001FF00")).frames == 1  # 20 bytes fit a 60-byte frame
             block = await client.read_raw(m2, "040005FF")  # 14 bytes
             assert len(block.data) == 14
@@ -98,20 +102,30 @@ async def test_vendor_quirks_are_configuration_not_code() -> None:
 
 
 async def test_1997_items_agree_with_their_2007_counterparts() -> None:
-    from simulators.dlt645.meter import DI_1997
-
+    """The meter serves 1997 items from their 2007 counterparts through the registry's mapping."""
     async with MeterBusSimulator(1, transport="tcp") as sim:
         meter = sim.meters[M1]
-        for d97, (d07, conv) in DI_1997.items():
-            raw = meter.read_value(d07)
-            assert raw is not None
-            v97 = registry.decode_data(d97, conv(raw), 1997)
-            v07 = registry.decode_data(d07, raw)
+        served = []
+        for d97, d07 in registry.DI97_TO_DI07.items():
+            raw97 = meter.read_value_1997(d97)
+            raw07 = meter.read_value(d07)
+            if raw97 is None:
+                continue
+            assert raw07 is not None, f"{d97:04X}"
+            served.append(d97)
+            v97 = registry.decode_data(d97, raw97, 1997)
+            v07 = registry.decode_data(d07, raw07)
             assert not v97.unknown and not v97.error, f"{d97:04X}"
-            if isinstance(v07.value, float):
-                assert v97.value == pytest.approx(v07.value, abs=0.51), f"{d97:04X}"
-            else:
-                assert v97.value == v07.value, f"{d97:04X}"
+            for f97, f07 in zip(v97.fields, v07.fields, strict=False):
+                if isinstance(f07.value, float):
+                    assert f97.value == pytest.approx(abs(f07.value), abs=0.51), f"{d97:04X}"
+                elif isinstance(f07.value, datetime):
+                    assert f97.value in (f07.value.date(), f07.value.time()), f"{d97:04X}"
+                else:
+                    assert f97.value == f07.value, f"{d97:04X}"
+        # energy, tariffs, blocks, max demand, voltages, currents, powers, pf, date, time, meter number
+        assert {0x9010, 0x9011, 0x901F, 0x902F, 0xA010, 0xB611, 0xB61F, 0xB62F, 0xB630, 0xB650, 0xC010, 0xC011,
+                0xC032} <= set(served)
 
 
 async def test_block_refused_falls_back_to_single_items_once() -> None:
