@@ -313,6 +313,7 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         self._plans: dict[tuple[int, tuple[str, ...]], _CachedPlan] = {}
         self.source = f"modbus:{spec.name}"
         self._keys: dict[str, str] = {}  # device -> breaker key
+        self._suspect: set[str] = set()  # devices whose last request got no reply
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ModbusClient:
@@ -377,8 +378,11 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
                 await asyncio.sleep(self.spec.turnaround)
             lock.release()
 
-    async def _read_block(self, unit: int, function: Function, address: int, count: int, priority: int) -> list[int]:
+    async def _read_block(
+        self, unit: int, function: Function, address: int, count: int, priority: int, retries: int | None = None
+    ) -> list[int]:
         attempt = 0
+        retries = self.retries if retries is None else retries
         lock, link, turnaround = self.lock, self.link, self.spec.turnaround
         while True:
             await lock.acquire(priority)  # one request in flight per line, by priority
@@ -390,11 +394,11 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
                 if self.late_guard > 0:
                     await asyncio.sleep(self.late_guard)
                 attempt += 1
-                if attempt > self.retries:
+                if attempt > retries:
                     raise
             except TransportError:
                 attempt += 1
-                if attempt > self.retries:
+                if attempt > retries:
                     raise
             finally:
                 if turnaround > 0:
@@ -423,13 +427,18 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         unit = self.unit_id(device)
         self._check(device)
         values: dict[str, float] = {}
+        # a device whose last request went unanswered gets no re-send: on a shared line a dead
+        # device would otherwise cost timeout x (1 + retries) per read until its breaker opens
+        retries = 0 if device in self._suspect else self.retries
         try:
             for block, decode in plan:
-                words = await self._read_block(unit, block.function, block.address, block.count, priority)
+                words = await self._read_block(unit, block.function, block.address, block.count, priority, retries)
                 values.update(decode(words))
         except (NoResponseError, TransportError) as exc:
+            self._suspect.add(device)
             self._note_failure(device, exc)
             raise
+        self._suspect.discard(device)
         self._note_success(device)
         return values
 

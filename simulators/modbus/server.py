@@ -84,6 +84,7 @@ class ModbusSimulator:
         self.pty_path: str | None = None
         self.tcp_port: int | None = None
         self.requests = 0
+        self.requests_by_unit: dict[int, int] = {}
         self.rtu_bad_crc = 0
         self.tcp_connections = 0  # accepted so far
 
@@ -116,6 +117,7 @@ class ModbusSimulator:
     def _answer(self, unit: int, pdu: bytes) -> bytes | None:
         """Response PDU for a unit, or None when the unit stays silent."""
         self.requests += 1
+        self.requests_by_unit[unit] = self.requests_by_unit.get(unit, 0) + 1
         f = self.faults
         term = self.terminals.get(unit)
         if term is None or unit in f.silent:

@@ -38,6 +38,8 @@ async def test_silent_unit_opens_its_breaker_and_the_line_keeps_working(rtu_line
             # the neighbours on the same line still answer between the silent unit's timeouts
             assert (await client.read("1", ["voltage.a"]))[0].value > 200
             assert (await client.read("3", ["voltage.a"]))[0].value > 200
+        # 2 tries the first time (retries=1), then 1: a unit whose last request failed is not re-sent
+        assert rtu_line.requests_by_unit[2] == 4
         before = rtu_line.requests
         with pytest.raises(CircuitOpenError):
             await client.read("2", ["voltage.a"])
