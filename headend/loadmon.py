@@ -426,12 +426,13 @@ async def http_load(daemon: Any, method: str, body: bytes) -> tuple[int, str, by
 
 async def run(daemon: Any, *, reload_every: float = 60.0) -> None:
     """Daemon plug-in (``[daemon] plugins = ["headend.loadmon"]``): watch every finished read
-    for limit crossings and store them in ``load_events``.
+    for limit crossings and store them (``meter_events`` and ``load_events``); serve ``POST /load``.
 
     Limits: the ``[load]`` config section, overridden by ``load_limits`` rows (re-read every
     ``reload_every`` seconds). Events are written by this task, never from the channel workers.
     """
     import asyncio
+    import contextlib
 
     settings = getattr(daemon.settings, "load", None) or LoadSettings()
     config_limits = settings.limit_table()
@@ -456,6 +457,7 @@ async def run(daemon: Any, *, reload_every: float = 60.0) -> None:
     next_reload = 0.0
     loop = asyncio.get_running_loop()
     stored = 0
+    carry: list[LoadEvent] = []  # events not yet stored (kept across a database outage)
     try:
         while not stopping.is_set():
             try:
@@ -466,12 +468,14 @@ async def run(daemon: Any, *, reload_every: float = 60.0) -> None:
                 if conn is not None and loop.time() >= next_reload:
                     monitor.set_limits({**config_limits, **await load_limits(conn)})
                     next_reload = loop.time() + reload_every
-                try:
-                    events = await asyncio.wait_for(pending.get(), timeout=1.0)
-                except TimeoutError:
-                    continue
+                if not carry:
+                    try:
+                        carry = await asyncio.wait_for(pending.get(), timeout=1.0)
+                    except TimeoutError:
+                        continue
                 if conn is not None:
-                    stored += await store_events(conn, events)
+                    stored += await store_events(conn, carry)
+                carry = []  # stored (or no database configured: the warning log is the record)
             except Exception as exc:  # keep monitoring through a database outage
                 LOGGER.warning("load monitor: database error: %s", exc)
                 if conn is not None:
@@ -480,7 +484,10 @@ async def run(daemon: Any, *, reload_every: float = 60.0) -> None:
                 await asyncio.sleep(1.0)
     finally:
         if conn is not None:
-            while not pending.empty():
-                stored += await store_events(conn, pending.get_nowait())
+            with contextlib.suppress(Exception):
+                if carry:
+                    stored += await store_events(conn, carry)
+                while not pending.empty():
+                    stored += await store_events(conn, pending.get_nowait())
             await conn.close()
         LOGGER.info("load monitor stopped: %d events stored", stored)

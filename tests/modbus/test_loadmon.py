@@ -111,3 +111,47 @@ async def test_monitored_sink_watches_readings_on_their_way_to_the_store() -> No
     assert len(inner.got) == 2 and await sink.flush() == "flushed"
     (ev,) = sink.events.get_nowait()
     assert ev.meter == "LMT00001" and ev.kind == "power_limit_exceeded"
+
+
+async def test_daemon_plugin_keeps_events_through_a_database_outage(fresh_dsn: str, pg_server_dsn: str) -> None:
+    """The plug-in's connection is killed (pg_terminate_backend on this test's own database only):
+    the crossing that arrives meanwhile is stored after the reconnect, not lost."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    from headend import loadmon
+    from headend.loadmon import LimitConfig, LoadSettings
+
+    settings = SimpleNamespace(load=LoadSettings(limits=[LimitConfig(target="OUT-1", power_kw=10.0)]))
+    daemon = SimpleNamespace(settings=settings, listeners=[], dsn=fresh_dsn, stopping=asyncio.Event(), http=None)
+    task = asyncio.create_task(loadmon.run(daemon, reload_every=0.2))
+
+    async def count() -> int:
+        async with await psycopg.AsyncConnection.connect(fresh_dsn) as conn:
+            row = await (await conn.execute("SELECT count(*) FROM meter_events WHERE meter = 'OUT-1'")).fetchone()
+            return int(row[0]) if row else 0
+
+    try:
+        await asyncio.sleep(0.3)
+        (listener,) = daemon.listeners
+        listener(None, None, None, [power("OUT-1", 12.0, 0)])
+        for _ in range(30):
+            if await count() == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert await count() == 1
+        dbname = conninfo_to_dict(fresh_dsn)["dbname"]
+        with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                          "pg_backend_pid()", (dbname,))
+        listener(None, None, None, [power("OUT-1", 5.0, 15)])  # cleared, while the connection is dead
+        for _ in range(60):
+            if await count() == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert await count() == 2
+    finally:
+        daemon.stopping.set()
+        await asyncio.wait_for(task, 5)
