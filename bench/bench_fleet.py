@@ -105,6 +105,58 @@ def _sim_worker(buses: list[list[str]], faults: dict[str, str], baud: int, turna
     asyncio.run(main())
 
 
+# -- baseline: a bare poller (client only: no scheduler, queues, KPIs or store) ---------------
+def _bare_worker(urls: list[str], buses: list[list[str]], timeout: float, conn: Any) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    from protocols.dlt645.client import Dlt645Client
+
+    async def bus(url: str, meters: list[str]) -> None:
+        client = Dlt645Client.from_url(url, timeout=timeout, retries=0, breaker=False)
+        await client.open()
+        try:
+            for m in meters:
+                for q in (ENERGY, INSTANT):
+                    try:
+                        await client.read(m, q)
+                    except Exception:  # the baseline only needs the bus time
+                        pass
+        finally:
+            await client.aclose()
+
+    async def main() -> None:
+        cpu0 = time.process_time()
+        t0 = time.monotonic()
+        await asyncio.gather(*(bus(u, b) for u, b in zip(urls, buses, strict=True)))
+        conn.send({"wall": time.monotonic() - t0, "cpu": time.process_time() - cpu0})
+
+    asyncio.run(main())
+
+
+def _bus_ratios(stats: list[dict[str, Any]], timeout: float) -> list[tuple[float, float, float, str]]:
+    ratios = []
+    for s in stats:
+        if not s["requests"]:
+            continue
+        unanswered = s["requests"] - s["replies"]
+        bound = s["line_seconds"] + unanswered * timeout
+        per = s["line_seconds"] / max(1, s["replies"])
+        cycle = (s["last"] - s["first"]) + per
+        ratios.append((cycle / bound, cycle, bound, s["url"]))
+    return sorted(ratios)
+
+
+def _sim_call(procs: list[tuple[Any, Any]], cmd: str) -> list[Any]:
+    out: list[Any] = []
+    for (_, parent) in procs:
+        parent.send(cmd)
+    for (_, parent) in procs:
+        r = parent.recv()
+        out += r if isinstance(r, list) else [r]
+    return out
+
+
 # -- daemon process sampling ----------------------------------------------------------------
 def _proc_cpu_rss(pid: int) -> tuple[float, int]:
     with open(f"/proc/{pid}/stat") as f:
@@ -228,21 +280,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for (_, parent) in procs:
             parent.send("stats")
             stats += parent.recv()
-        ratios = []
-        busy_buses = 0
-        for s in stats:
-            if not s["requests"]:
-                continue
-            busy_buses += 1
-            unanswered = s["requests"] - s["replies"]
-            bound = s["line_seconds"] + unanswered * args.timeout
-            per = s["line_seconds"] / max(1, s["replies"])
-            cycle = (s["last"] - s["first"]) + per
-            ratios.append((cycle / bound, cycle, bound, s["url"]))
-        ratios.sort()
+        ratios = _bus_ratios(stats, args.timeout)
+        busy_buses = len(ratios)
         outcomes = _outcomes(tmp / "data")
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)
+        # baseline in the same run: one cycle of a bare client-only poller on the same buses
+        base: dict[str, Any] = {}
+        if args.baseline:
+            _sim_call(procs, "reset")
+            bparent, bchild = ctx.Pipe()
+            bp = ctx.Process(target=_bare_worker, args=(urls, ordered_buses, args.timeout, bchild), daemon=True)
+            bp.start()
+            if bparent.poll(args.every * 4):
+                base = bparent.recv()
+            bp.join(10)
+            if bp.is_alive():
+                bp.kill()
+            bratios = _bus_ratios(_sim_call(procs, "stats"), args.timeout)
+            if bratios:
+                base.update(ratio_slowest=round(bratios[-1][0], 3),
+                            ratio_median=round(statistics.median(r[0] for r in bratios), 3))
         with psycopg.connect(dsn) as c:
             rows = c.execute(
                 "SELECT meter = ANY(%s) AS faulty, sum(due), sum(ok) FROM collection_kpi GROUP BY 1",
@@ -260,6 +318,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "requests_measured": sum(s["requests"] for s in stats),
             "healthy_success": round(ok / due, 5) if due else None, "healthy_due": due, "healthy_ok": ok,
             "daemon_outcomes": outcomes,
+            "baseline_bare_poller": {k: round(v, 3) if isinstance(v, float) else v for k, v in base.items()},
+            "daemon_vs_bare_slowest": round(slowest[0] / base["ratio_slowest"], 3) if base.get("ratio_slowest")
+            else None,
             "daemon_cpu_per_s": round((cpu1 - cpu0) / wall, 3), "daemon_rss_mb": round(max(peak_rss, rss) / 2**20, 1),
             "sim_cpu_per_s": round((sim1 - sim0) / wall, 3), "load_avg_1m": round(max(load0, os.getloadavg()[0]), 2),
             "sim_setup_s": round(sim_setup, 1), "sim_procs": args.sim_procs,
@@ -296,6 +357,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1.0, help="response timeout, seconds")
     ap.add_argument("--sim-procs", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1, help="cycles before the measured one")
+    ap.add_argument("--no-baseline", dest="baseline", action="store_false",
+                    help="skip the bare-poller baseline cycle")
     ap.add_argument("--setup-timeout", type=float, default=300.0)
     ap.add_argument("--dsn", default=os.environ.get("HEADEND_TEST_DSN", "host=127.0.0.1 user=postgres dbname=postgres"))
     args = ap.parse_args()
