@@ -326,8 +326,26 @@ def status_cmd(
         finally:
             await client.aclose()
 
+    def via_daemon() -> list[tuple[str, float, str]] | None:
+        """Through the daemon that owns the port (its worker reads between its polls), if any."""
+        from headend.ipc import try_daemon_read
+
+        data_dir = settings_from(ctx).data_dir
+        rows: list[tuple[str, float, str]] = []
+        for q in STATUS_QUANTITIES:
+            try:
+                got = try_daemon_read(data_dir, port, device, [q])
+            except LocalProtocolError:
+                continue  # the map does not carry it
+            if got is None:
+                return None
+            rows.extend((q, float(r["value"]), str(r.get("unit", ""))) for r in got)
+        return rows
+
     try:
-        rows = asyncio.run(run())
+        rows = via_daemon()
+        if rows is None:
+            rows = asyncio.run(run())
     except HeadendError as exc:
         raise fail(exc) from None
     if json_out:

@@ -166,6 +166,10 @@ async def test_load_command_goes_through_the_daemon_that_owns_the_line(
         doc = json.loads(r.stdout)
         assert doc["via"] == "daemon mb-owner" and doc["accepted"] and doc["readback"] == {"relay.state": 1.0}
         assert sim.terminals[2].state.open[0]
+        r = await asyncio.to_thread(CliRunner().invoke, app, ["load", "status", "-d", "LMT0002@2", "-p", url, "--json"])
+        configure_logging("WARNING")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["values"]["relay.state"] == 1.0
         assert sim.tcp_connections == 1, "only the daemon's connection: no second master on the line"
     finally:
         daemon.stop()
