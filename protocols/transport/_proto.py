@@ -1,14 +1,14 @@
-"""The asyncio protocol that feeds a :class:`ChannelABC` (shared by the serial and TCP backends)."""
+"""The asyncio protocol that feeds a :class:`ChannelABC`, and the base of the channels that run on
+an asyncio transport (shared by the serial and TCP backends)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from protocols.transport.base import ChannelABC
+from protocols.errors import TransportError
+from protocols.transport.base import ChannelABC
 
-__all__ = ["ChannelProtocol"]
+__all__ = ["ChannelProtocol", "TransportChannel"]
 
 
 class ChannelProtocol(asyncio.Protocol):
@@ -20,3 +20,22 @@ class ChannelProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._channel._connection_lost(exc)
+
+
+class TransportChannel(ChannelABC):
+    """A channel over an asyncio transport: ``_open`` sets ``_transport``; closing and writing are shared."""
+
+    _transport: asyncio.BaseTransport | None = None
+    _closed_reason = "not open"
+
+    async def _close(self) -> None:
+        t, self._transport = self._transport, None
+        if t is not None:
+            t.close()
+            await asyncio.sleep(0)
+
+    def _write(self, data: bytes) -> None:
+        t = self._transport
+        if not isinstance(t, asyncio.WriteTransport) or t.is_closing():
+            raise TransportError(f"{self.name}: {self._closed_reason}")
+        t.write(data)

@@ -11,15 +11,12 @@ import termios
 from typing import Any
 
 from protocols.errors import TransportError
-from protocols.transport._proto import ChannelProtocol
-from protocols.transport.base import ChannelABC
+from protocols.transport._proto import ChannelProtocol, TransportChannel
 
 __all__ = ["SerialChannel"]
 
 
-class SerialChannel(ChannelABC):
-    _transport: asyncio.BaseTransport | None = None
-
+class SerialChannel(TransportChannel):
     async def _open(self) -> None:
         try:
             import serial_asyncio_fast
@@ -42,15 +39,3 @@ class SerialChannel(ChannelABC):
             line = f"{s.baud} 8{s.parity}{s.stopbits}"
             raise TransportError(f"cannot configure {s.path} for {line}: {exc}{hint}") from exc
         self._transport = transport
-
-    async def _close(self) -> None:
-        t, self._transport = self._transport, None
-        if t is not None:
-            t.close()
-            await asyncio.sleep(0)
-
-    def _write(self, data: bytes) -> None:
-        t = self._transport
-        if t is None or t.is_closing():
-            raise TransportError(f"{self.name}: not open")
-        t.write(data)  # type: ignore[attr-defined]

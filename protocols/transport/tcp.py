@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from protocols.errors import TransportError
-from protocols.transport._proto import ChannelProtocol
-from protocols.transport.base import ChannelABC
+from protocols.transport._proto import ChannelProtocol, TransportChannel
 
 __all__ = ["TcpChannel"]
 
 
-class TcpChannel(ChannelABC):
-    _transport: asyncio.Transport | None = None
+class TcpChannel(TransportChannel):
+    _closed_reason = "connection closed"
     connect_timeout: float = 5.0
 
     async def _open(self) -> None:
@@ -25,15 +24,3 @@ class TcpChannel(ChannelABC):
         except TimeoutError:
             raise TransportError(f"cannot connect to {self.name}: timed out") from None
         self._transport = transport
-
-    async def _close(self) -> None:
-        t, self._transport = self._transport, None
-        if t is not None:
-            t.close()
-            await asyncio.sleep(0)
-
-    def _write(self, data: bytes) -> None:
-        t = self._transport
-        if t is None or t.is_closing():
-            raise TransportError(f"{self.name}: connection closed")
-        t.write(data)
