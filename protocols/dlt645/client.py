@@ -387,13 +387,16 @@ class Dlt645Client(MeterClient, RelayControl):
 
     async def write(
         self, address: str, di: int | str, value: object, credentials: Credentials, *,
-        priority: int = Priority.CONTROL,
+        version: int = 2007, priority: int = Priority.CONTROL,
     ) -> None:
-        """14H write. ``value``: plain bytes, or a value the DI registry encodes."""
-        n = registry.parse_di(di)
-        data = bytes(value) if isinstance(value, bytes | bytearray) else registry.encode_data(n, value)
+        """14H (1997: 04H) write. ``value``: plain bytes, or a value the DI registry encodes
+        (with the meter's quirks, e.g. YY-first times)."""
+        n = registry.parse_di(di, version)
+        opts = self.quirks_for(address).format_options
+        data = bytes(value) if isinstance(value, bytes | bytearray) else registry.encode_data(n, value, version, opts)
         pw, op = _password(credentials)
-        await self.request(WriteData(address, n, data, pw, op), priority=priority, side_effect=True)
+        req = WriteData(address, n, data, pw, op, version)
+        await self.request(req, priority=priority, side_effect=True)
 
     async def write_address(self, new_address: str, *, address: str = WILDCARD,
                             priority: int = Priority.CONTROL) -> None:

@@ -26,6 +26,7 @@ from protocols.dlt645.events import (
     EventClear,
     Freeze,
     Function,
+    Function97,
     MaxDemandReset,
     MeterClear,
     Password,
@@ -42,7 +43,7 @@ from protocols.dlt645.events import (
 from protocols.dlt645.formats import Bcd, DateTime
 from protocols.dlt645.frame import BROADCAST, Frame
 from protocols.dlt645.quirks import DEFAULT_QUIRKS, Quirks
-from protocols.dlt645.registry import DI97_TO_DI07, decode_data, encode_data, lookup
+from protocols.dlt645.registry import DI97_TO_DI07, FROZEN_KINDS, decode_data, encode_data, lookup
 from protocols.dlt645.services import encode_reply, parse_request, split_read_reply
 from protocols.errors import FrameError, LocalProtocolError
 from simulators.clock import SimClock
@@ -62,6 +63,8 @@ ERR_BAUD = 0x08
 MAX_REPLY_DATA = 200  # a read reply carries at most 200 data bytes; the rest goes in follow-up frames
 
 SUPPORTED_BAUDS = (1200, 2400, 4800, 9600)
+# How many hourly / daily freezes a meter keeps: the Nth-previous range of the registry's DIs.
+FROZEN_DEPTH = {"hourly": FROZEN_KINDS[0x04][2], "daily": FROZEN_KINDS[0x06][2]}
 
 _STANDARD_CONTROLS = {0x1A: "trip", 0x1B: "close_permit", 0x1C: "close_direct", 0x2A: "alarm_on",
                       0x2B: "alarm_off", 0x3A: "keep_power_on", 0x3B: "keep_power_off"}
@@ -246,23 +249,31 @@ class SimMeter:
 
     # 11H / 01H read ---------------------------------------------------------------
     def _read(self, req: ReadRequest) -> list[Reply]:
+        max_data = min(MAX_REPLY_DATA, self.quirks.max_data)
         if req.version == 1997:
             data = self.read_value_1997(req.di)
             if data is None:
                 raise _Reject(ERR_NO_DATA)
-            return [ReadResponse(self.address, req.di, data, function=0x01, version=1997)]
+            parts = split_read_reply(self.address, req.di, data, max_data=max_data, version=1997)
+            self._followups[req.di] = parts[1:]  # 1997 follow-ups (02H) carry no SEQ: served in order
+            return [parts[0]]
         di = self.quirks.standard_di(req.di)  # a vendor DI map: the wire DI serves a standard item
         if di == req.di and self.quirks.wire_di(di) != di:
             raise _Reject(ERR_NO_DATA)  # this meter serves that item under another DI only
         payload = self.read_value(di, req)
         if payload is None:
             raise _Reject(ERR_NO_DATA)
-        parts = split_read_reply(self.address, di, payload, max_data=min(MAX_REPLY_DATA, self.quirks.max_data))
+        parts = split_read_reply(self.address, di, payload, max_data=max_data)
         if len(parts) > 1:
             self._followups[di] = parts[1:]
         return [parts[0]]
 
     def _read_follow(self, req: ReadFollowUp) -> list[Reply]:
+        if req.version == 1997:
+            queue = self._followups.get(req.di)
+            if not queue:
+                raise _Reject(ERR_NO_DATA)
+            return [queue.pop(0)]
         di = self.quirks.standard_di(req.di)
         parts = self._followups.get(di)
         if not parts or not 1 <= req.seq <= len(parts):
@@ -324,6 +335,12 @@ class SimMeter:
     def _write(self, req: WriteData) -> list[Reply]:
         self._check_password(req.password)
         di, value = req.di, req.data
+        if req.version == 1997:  # a 1997 item is written as its 2007 counterpart
+            d07 = DI97_TO_DI07.get(di)
+            decoded = decode_data(di, value, 1997, self.quirks.format_options)
+            if d07 is None or decoded.unknown or decoded.error or decoded.value is None:
+                raise _Reject(ERR_PASSWORD if d07 is None else ERR_OTHER)
+            di, value = d07, encode_data(d07, decoded.value, opts=self.quirks.format_options)
         now_local = self.clock().replace(tzinfo=None)
         if di in (0x04000101, 0x04000102, 0x0400010C):  # date YYMMDDWW / time hhmmss / both
             when = decode_data(di, value, opts=self.quirks.format_options).value
@@ -343,7 +360,7 @@ class SimMeter:
             raise _Reject(ERR_PASSWORD)
         self.events.programming += 1
         self.events.last_programming = (self.clock(), req.operator, [di])
-        return [Ack(self.address, Function.WRITE_DATA)]
+        return [Ack(self.address, Function97.WRITE_DATA if req.version == 1997 else Function.WRITE_DATA)]
 
     # 16H freeze ---------------------------------------------------------------------
     def _freeze(self, req: Freeze) -> list[Reply]:
@@ -481,23 +498,22 @@ class SimMeter:
     def frozen_energy(self, t_meter: datetime) -> EnergySnapshot:
         return self.energy(t_meter - timedelta(seconds=self.clock_error()))
 
-    @property
-    def frozen_daily(self) -> list[tuple[datetime, EnergySnapshot]]:
+    def frozen_history(self, kind: str) -> list[tuple[datetime, EnergySnapshot]]:
+        """(freeze time, registers) of every stored ``"hourly"``/``"daily"`` freeze, oldest first."""
         out = []
         n = 1
-        while (t := self.frozen_time("daily", n)) is not None and n <= 62:
+        while n <= FROZEN_DEPTH[kind] and (t := self.frozen_time(kind, n)) is not None:
             out.append((t, self.frozen_energy(t)))
             n += 1
         return out[::-1]
 
     @property
+    def frozen_daily(self) -> list[tuple[datetime, EnergySnapshot]]:
+        return self.frozen_history("daily")
+
+    @property
     def frozen_hourly(self) -> list[tuple[datetime, EnergySnapshot]]:
-        out = []
-        n = 1
-        while (t := self.frozen_time("hourly", n)) is not None and n <= 254:
-            out.append((t, self.frozen_energy(t)))
-            n += 1
-        return out[::-1]
+        return self.frozen_history("hourly")
 
     def profile_slots(self) -> tuple[datetime, datetime]:
         """Meter-local start of the first and last complete 15-minute load-profile record."""
@@ -715,7 +731,7 @@ def _frozen(m: SimMeter, di: int, req: ReadRequest | None) -> object:
         t, e = m.instant_freeze
     else:
         kind = "hourly" if di2 == 0x04 else "daily"
-        if not 1 <= n <= (254 if kind == "hourly" else 62):
+        if not 1 <= n <= FROZEN_DEPTH[kind]:
             return None
         ft = m.frozen_time(kind, n)
         if ft is None:

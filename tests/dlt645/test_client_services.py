@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
 from protocols.client import Credentials, RelayCommand, RelayRequest, RelayState
 from protocols.dlt645.client import Dlt645Client
+from protocols.dlt645.quirks import Quirks
 from protocols.errors import DeviceError, LocalProtocolError
 from protocols.reading import Quality
 from simulators.dlt645 import MeterBusSimulator
@@ -222,3 +223,23 @@ async def test_trace_logs_every_frame(tcp_bus: Bus, caplog: pytest.LogCaptureFix
     assert any(" TX fe fe fe fe 68 01 00 00 00 00 00 68 11 04 33 34 34 35" in x for x in lines)
     assert any(" RX " in x and "68 01 00 00 00 00 00 68 91" in x for x in lines)
     assert logging.getLogger("headend.trace").name == "headend.trace"
+
+
+async def test_1997_follow_up_frames_and_1997_write() -> None:
+    """1997: a read (01H) split into follow-ups (02H, no SEQ) by a meter with a small frame
+    limit, assembled into one result; a write (04H) with its password."""
+    small = Quirks(name="small-frames", max_data=12)
+    async with MeterBusSimulator(1, transport="tcp", quirks={M1: small}) as sim:
+        async with Dlt645Client.from_url(sim.url, timeout=0.4) as client:
+            res = await client.read_raw_1997(M1, 0x901F)  # 2-byte DI + 5 x 4 bytes: 3 frames of <= 12
+            assert res.frames == 3
+            assert [f.frame.control for f in sim.received] == [0x01, 0x02, 0x02]
+            assert res.decoded is not None and not res.decoded.error
+            assert res.decoded.values["total"] == pytest.approx(sim.meters[M1].energy_import, abs=0.02)
+            await client.write(M1, 0xC011, time(1, 2, 3), GOOD, version=1997)
+            clock = sim.meters[M1].clock()
+            assert (clock.hour, clock.minute) == (1, 2)
+            assert sim.meters[M1].events.programming == 1
+            with pytest.raises(DeviceError) as ei:
+                await client.write(M1, 0xC011, time(1, 2, 3), BAD, version=1997)
+            assert "password" in ei.value.flags
