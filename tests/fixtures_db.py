@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,15 @@ def _create(server_dsn: str, name: str, template: str | None = None) -> str:
         q = psycopg.sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
             psycopg.sql.Identifier(name), psycopg.sql.Identifier(template)
         )
-    with _admin(server_dsn) as conn:
-        conn.execute(q)
+    for attempt in range(50):
+        try:
+            with _admin(server_dsn) as conn:
+                conn.execute(q)
+            break
+        except psycopg.errors.ObjectInUse:  # a session on the template is just going away
+            if attempt == 49:
+                raise
+            time.sleep(0.1)
     return make_conninfo(server_dsn, dbname=name)
 
 
@@ -115,6 +123,12 @@ def pg_template(pg_server_dsn: str) -> Iterator[str]:
     dsn = _create(pg_server_dsn, name)
     try:
         migrate(dsn, timescaledb=os.environ.get("HEADEND_TEST_TIMESCALEDB", "auto"))
+        # clones need an idle template: no connections at all (TimescaleDB's background scheduler
+        # connects to every database with the extension unless connections are disallowed)
+        with _admin(pg_server_dsn) as conn:
+            conn.execute(psycopg.sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(
+                psycopg.sql.Identifier(name)))
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         yield name
     finally:
         _drop(pg_server_dsn, name)
