@@ -87,6 +87,13 @@ class Outcome:
 
 
 @dataclass(slots=True)
+class _Prepared:
+    cmd: Command
+    utility: str | None
+    checked: bool = False  # interlocks already re-checked (a block has already cancelled the command)
+
+
+@dataclass(slots=True)
 class ExecutionReport:
     outcomes: list[Outcome] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)  # locked by another executor
@@ -191,17 +198,51 @@ class Executor:
             progress(len(cmds), None)
 
         async def bus_worker(bus_ids: list[int]) -> None:
-            for i, cid in enumerate(bus_ids):
-                out = await self.run_one(cid, operator)
-                if out is None:
-                    report.skipped.append(cid)
-                else:
-                    report.outcomes.append(out)
-                if progress is not None:
-                    progress(len(cmds), out)
-                gap = self.planner.policy(None).min_gap_per_bus
-                if gap and i + 1 < len(bus_ids):
-                    await asyncio.sleep(gap)
+            # The database half of the next command (claim, interlock re-check) runs while the current
+            # one is on the bus, so database latency does not add to the bus's time per command.
+            nxt: asyncio.Task[_Prepared | None] | None = asyncio.create_task(self._prepare(bus_ids[0], operator))
+            try:
+                for i, cid in enumerate(bus_ids):
+                    assert nxt is not None
+                    prep = await nxt
+                    nxt = None
+                    out: Outcome | None = None
+                    if prep is not None:
+                        # start preparing the next one once this one's `send` is committed (so today's
+                        # counts seen by its interlock check include this command), or once it ended
+                        sent = asyncio.Event()
+                        finish = asyncio.create_task(self._finish(prep, operator, sent.set))
+                        waiter = asyncio.create_task(sent.wait())
+                        try:
+                            await asyncio.wait({finish, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                            if i + 1 < len(bus_ids):
+                                nxt = asyncio.create_task(self._prepare(bus_ids[i + 1], operator))
+                            out = await finish
+                        except BaseException:
+                            finish.cancel()  # never leave a command running on its own
+                            raise
+                        finally:
+                            waiter.cancel()
+                    elif i + 1 < len(bus_ids):
+                        nxt = asyncio.create_task(self._prepare(bus_ids[i + 1], operator))
+                    if out is None:
+                        report.skipped.append(cid)
+                    else:
+                        report.outcomes.append(out)
+                    if progress is not None:
+                        progress(len(cmds), out)
+                    gap = self.planner.policy(None).min_gap_per_bus
+                    if gap and i + 1 < len(bus_ids):
+                        await asyncio.sleep(gap)
+            finally:
+                if nxt is not None:  # interrupted: do not keep a claim on a command we will not run
+                    nxt.cancel()
+                    try:
+                        left = await nxt
+                    except (asyncio.CancelledError, HeadendError):
+                        left = None
+                    if left is not None:
+                        await self._release(left.cmd.id)
 
         async with asyncio.TaskGroup() as tg:
             for bus_ids in by_bus.values():
@@ -336,7 +377,11 @@ class Executor:
     # -- one command ---------------------------------------------------------------------------------
     async def run_one(self, command_id: int, operator: str) -> Outcome | None:
         """Drive one command to a resting state; None when another executor holds its claim."""
-        started = _time.monotonic()
+        prep = await self._prepare(command_id, operator)
+        return None if prep is None else await self._finish(prep, operator)
+
+    async def _prepare(self, command_id: int, operator: str) -> _Prepared | None:
+        """Claim the command and, for a cut about to be sent, re-check every interlock (a block cancels it)."""
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
                 f"""UPDATE control_commands c SET claimed_by = %s, claimed_until = now() + make_interval(secs => %s)
@@ -348,17 +393,34 @@ class Executor:
             if row is None:
                 return None
         utility = row.pop("utility")
+        prep = _Prepared(Command(**row), utility)
+        if prep.cmd.state == State.APPROVED and prep.cmd.kind == "disconnect":
+            try:
+                prep.checked = True
+                await self._interlocks_pass(prep.cmd, operator)
+            except BaseException:
+                await self._release(command_id)
+                raise
+        return prep
+
+    async def _release(self, command_id: int) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("UPDATE control_commands SET claimed_by = NULL, claimed_until = NULL "
+                               "WHERE id = %s AND claimed_by = %s", (command_id, self.executor_id))
+
+    async def _finish(self, prep: _Prepared, operator: str, on_sent: Callable[[], None] | None = None) -> Outcome:
+        """The bus half: send, read back, retry or escalate; then release the claim."""
+        started = _time.monotonic()
+        command_id = prep.cmd.id
         try:
-            cmd = await self._drive(Command(**row), utility, operator)
+            cmd = await self._drive(prep.cmd, prep.utility, operator, checked=prep.checked, on_sent=on_sent)
         except HeadendError as exc:  # e.g. no route or no password for this meter: the others go on
             LOGGER.error("command %s not executed: %s", command_id, exc)
             async with self.pool.connection() as conn:
                 cmd = await self._reload(conn, command_id)
             cmd.last_error = str(exc)
         finally:
-            async with self.pool.connection() as conn:
-                await conn.execute("UPDATE control_commands SET claimed_by = NULL, claimed_until = NULL "
-                                   "WHERE id = %s AND claimed_by = %s", (command_id, self.executor_id))
+            await self._release(command_id)
         return Outcome(cmd.id, cmd.meter, cmd.kind, cmd.state, cmd.attempts, cmd.last_error, cmd.work_order_id,
                        started, _time.monotonic())
 
@@ -379,7 +441,8 @@ class Executor:
             raise HeadendError(f"no command {command_id}")
         return cmd
 
-    async def _drive(self, cmd: Command, utility: str | None, operator: str) -> Command:
+    async def _drive(self, cmd: Command, utility: str | None, operator: str, *, checked: bool = False,
+                     on_sent: Callable[[], None] | None = None) -> Command:
         policy = self.planner.policy(utility)
         relay_cmd = RelayCommand(cmd.command)
         target = TARGETS[relay_cmd]
@@ -387,10 +450,10 @@ class Executor:
             if State(cmd.state) in FINAL or cmd.state == State.PLANNED:
                 return cmd
             if cmd.state == State.APPROVED:
-                if cmd.kind == "disconnect" and not await self._interlocks_pass(cmd, operator):
+                if cmd.kind == "disconnect" and not checked and not await self._interlocks_pass(cmd, operator):
                     return cmd
                 await self._send(cmd, Event.SEND, operator, relay_cmd, target, policy.command_valid_minutes,
-                                 policy.readback_attempts, policy.readback_delay)
+                                 policy.readback_attempts, policy.readback_delay, on_sent)
                 continue
             if cmd.state == State.SENT:  # found after a restart: resolve by read-back, never resend blindly
                 rb = await self._readback(cmd.meter, policy.readback_attempts, policy.readback_delay)
@@ -483,7 +546,7 @@ class Executor:
 
     async def _send(self, cmd: Command, event: Event, operator: str,
                     relay_cmd: RelayCommand, target: frozenset[RelayState], valid_minutes: float,
-                    rb_attempts: int, rb_delay: float) -> None:
+                    rb_attempts: int, rb_delay: float, on_sent: Callable[[], None] | None = None) -> None:
         route = self.directory.route(cmd.meter)
         credentials = self.secrets.credentials(cmd.meter, cmd.operator or operator)
         client = await self.clients.get(route)
@@ -493,6 +556,8 @@ class Executor:
                                    sent_at=self.now(), valid_until=valid_until,
                                    details={"command": relay_cmd.value, "attempt": cmd.attempts + 1,
                                             "protocol": route.protocol, "bus": route.bus})
+        if on_sent is not None:
+            on_sent()
         request = RelayRequest(cmd.meter, relay_cmd, valid_until, credentials, operator_id=operator,
                                request_id=f"cmd{cmd.id}-{cmd.attempts}")
         result: ControlResult | None = None
