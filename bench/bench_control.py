@@ -10,7 +10,8 @@ at Priority.CONTROL against Priority.SCHEDULED), PostgreSQL for every state chan
 2. Control: the same reads keep running; 1,000 accounts in arrears are planned, approved by a
    second operator and executed (interlocks re-checked at send time, trip, read-back of status
    word 3). Per command we record:
-   - service time: from the moment its bus worker takes it to the confirmed read-back;
+   - service time: from its turn on the bus (its claim and interlock re-check ran while the previous
+     command was on the bus) to the confirmed read-back;
    - time from execute: from the start of ``execute`` to its confirmed read-back (includes the
      queue behind the other disconnects of its bus, which are sent one at a time per bus);
    - overhead = service time - line-time cost of its frames (1C request and reply, read-back
