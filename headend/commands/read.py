@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -89,17 +90,43 @@ async def read_items(
     return out
 
 
+_ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+def _fmt_one(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, str) and _ISO_TIME.match(v):
+        return v.replace("T", " ")  # meter times: 2026-11-27 15:21:44
+    return "" if v is None else str(v)
+
+
+def _with_flags(d: dict[str, Any]) -> str:
+    text = _fmt_one(d.get("value"))
+    if d.get("flags"):  # a status word: name its set bits
+        text += f" ({', '.join(d['flags'])})"
+    return text
+
+
 def _fmt_value(d: dict[str, Any]) -> str:
     if "values" in d:
         parts = []
         for v in d["values"]:
-            val = v.get("value")
-            parts.append(f"{v.get('name')}={val}{(' ' + v['unit']) if v.get('unit') else ''}")
+            parts.append(f"{v.get('name')}={_with_flags(v)}{(' ' + v['unit']) if v.get('unit') else ''}")
         return ", ".join(parts)
-    v = d.get("value")
-    if isinstance(v, float):
-        return f"{v:g}"
-    return "" if v is None else str(v)
+    return _with_flags(d)
+
+
+def _read_at(rows: list[dict[str, Any]]) -> str:
+    """When the items were read, in this machine's local time, to the second."""
+    stamps = [r["ts"] for r in rows if isinstance(r.get("ts"), str)]
+    if not stamps:
+        return ""
+    try:
+        at = datetime.fromisoformat(stamps[0]).astimezone()
+    except ValueError:
+        return ""
+    return f", read {at:%Y-%m-%d %H:%M:%S %Z}"
 
 
 def read_cmd(
@@ -122,9 +149,9 @@ def read_cmd(
         print_json({"meter": rows[0].get("meter", meter) if rows else meter, "port": port, "items": rows})
         return
     print_table(
-        ["item", "name", "value", "unit", "time"],
-        [(r["item"], r.get("name", ""), _fmt_value(r), r.get("unit", ""), r.get("ts", "")) for r in rows],
-        title=f"meter {rows[0].get('meter', meter) if rows else meter}",
+        ["item", "name", "value", "unit"],
+        [(r["item"], r.get("name", ""), _fmt_value(r), r.get("unit", "")) for r in rows],
+        title=f"meter {rows[0].get('meter', meter) if rows else meter}{_read_at(rows)}",
     )
     if not rows:
         console.print("nothing read")

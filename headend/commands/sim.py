@@ -13,10 +13,12 @@ import contextlib
 import importlib
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
 from headend.cliutil import console, fail
+from headend.exitcodes import ExitCode
 
 __all__ = ["SIM_MODULES", "register", "sim_app"]
 
@@ -38,21 +40,28 @@ def sim_dlt645(
     speed: Annotated[float, typer.Option("--speed", help="Simulated clock speed (60 = a minute per second).")] = 1.0,
     history_days: Annotated[float, typer.Option("--history-days", help="History kept for backfill.")] = 2.0,
     profile: Annotated[Path | None, typer.Option("--profile", help="CSV load profile to replay.")] = None,
-    faults: Annotated[str | None, typer.Option("--faults", help="ADDR:KIND[=V],... e.g. 000000000003:silent")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 1,
+    faults: Annotated[str | None, typer.Option(
+        "--faults", help="ADDR:KIND[=V],... KIND: silent, garbage=NBYTES, bad_checksum, slow=S, clock_drift=S/h, "
+        "clock_offset=S, abnormal=ERRBYTE; e.g. 000000000003:silent,000000000004:slow=2",
+    )] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (load profiles, faults).")] = 1,
     tz: Annotated[str, typer.Option("--tz", help="Zone of the meters' clocks.")] = "Asia/Shanghai",
 ) -> None:
     """A DL/T 645-2007 meter bus (N meters on one pty or one TCP port). Ctrl-C stops it."""
     from simulators.dlt645 import MeterBusSimulator
 
     if bool(tcp) == pty:
-        raise fail("give exactly one of --tcp HOST:PORT or --pty", code=None)
+        raise fail("give exactly one of --tcp HOST:PORT or --pty", ExitCode.USAGE)
     host, port = "127.0.0.1", 0
     if tcp:
         h, _, p = tcp.rpartition(":")
-        if not p.isdigit():
-            raise fail(f"bad --tcp {tcp!r}: use HOST:PORT")
+        if not p.isdigit() or int(p) > 65535:
+            raise fail(f"bad --tcp {tcp!r}: use HOST:PORT", ExitCode.USAGE)
         host, port = h or "127.0.0.1", int(p)
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise fail(f"unknown time zone {tz!r} (e.g. Asia/Shanghai)", ExitCode.USAGE) from None
     try:
         sim = MeterBusSimulator(
             addresses=[f"{first + i:012d}" for i in range(meters)], transport="pty" if pty else "tcp",
@@ -60,8 +69,8 @@ def sim_dlt645(
             turnaround=turnaround, speed=speed, history_days=history_days, profile=profile, faults=faults,
             seed=seed, tz=tz,
         )
-    except (ValueError, OSError) as exc:
-        raise fail(f"cannot start the simulator: {exc}") from None
+    except (ValueError, OSError) as exc:  # a bad --faults spec, an unreadable --profile
+        raise fail(f"cannot start the simulator: {exc}", ExitCode.USAGE) from None
 
     async def run() -> None:
         await sim.start()
@@ -75,8 +84,8 @@ def sim_dlt645(
     with contextlib.suppress(KeyboardInterrupt):
         try:
             asyncio.run(run())
-        except OSError as exc:
-            raise fail(f"cannot start the simulator: {exc}") from None
+        except OSError as exc:  # the port is taken, no pty available
+            raise fail(f"cannot start the simulator: {exc}", ExitCode.TRANSPORT) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,9 +71,11 @@ def test_read_json_dis_and_quantities(bus_url: str) -> None:
 
 
 def test_read_table(bus_url: str) -> None:
-    r = runner.invoke(app, ["read", "000000000002", "voltage.a", "--port", bus_url])
+    r = runner.invoke(app, ["read", "000000000002", "voltage.a", "0400010C", "04000503", "--port", bus_url])
     assert r.exit_code == 0, r.output
     assert "voltage" in r.stdout and " V " in r.stdout
+    assert re.search(r"meter 000000000002, read \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", r.stdout)
+    assert re.search(r"│ \d{4}-\d\d-\d\d \d\d:\d\d:\d\d +│", r.stdout)  # the meter's clock, no ISO 'T'
 
 
 @pytest.mark.parametrize(
@@ -162,6 +165,53 @@ def test_sim_command_pty_prints_url() -> None:
         proc.wait(10)
 
 
-def test_sim_needs_one_transport() -> None:
-    r = runner.invoke(app, ["sim", "dlt645"])
-    assert r.exit_code != 0 and "--tcp" in r.stderr
+def test_sim_command_tcp_prints_url_and_serves() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from headend.cli import main; main()", "sim", "dlt645", "--tcp", "127.0.0.1:0",
+         "--meters", "3", "--first", "7", "--faults", "000000000008:silent"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("tcp://127.0.0.1:") and not url.endswith(":0")
+        r = runner.invoke(app, ["probe", "--port", url, "--range", "7-9", "--timeout", "0.2", "--json"])
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert [m["address"] for m in doc["meters"]] == ["000000000007", "000000000009"]
+        assert doc["missing"] == ["000000000008"]
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "word"),
+    [
+        ([], ExitCode.USAGE, "--tcp"),
+        (["--tcp", "localhost"], ExitCode.USAGE, "HOST:PORT"),
+        (["--pty", "--faults", "000000000001:melted"], ExitCode.USAGE, "kinds are"),
+        (["--pty", "--tz", "Mars/Olympus"], ExitCode.USAGE, "time zone"),
+        (["--pty", "--profile", "no-such-profile.csv"], ExitCode.USAGE, "no-such-profile.csv"),
+    ],
+)
+def test_sim_bad_arguments_are_usage_errors(args: list[str], code: int, word: str) -> None:
+    r = runner.invoke(app, ["sim", "dlt645", *args])
+    assert r.exit_code == code
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and word in lines[0]
+
+
+def test_sim_port_in_use_is_a_transport_error(bus_url: str) -> None:
+    taken = bus_url.removeprefix("tcp://").split("?")[0]
+    r = runner.invoke(app, ["sim", "dlt645", "--tcp", taken])
+    assert r.exit_code == ExitCode.TRANSPORT and "in use" in r.stderr
+
+
+def test_read_table_names_the_set_bits_of_status_words() -> None:
+    from headend.commands.read import _fmt_value
+
+    word3 = {"name": "word3", "value": 80, "flags": ["relay_open", "relay_command_open"]}
+    assert _fmt_value(word3) == "80 (relay_open, relay_command_open)"
+    assert _fmt_value({"values": [word3, {"name": "word4", "value": 0, "flags": []}]}) == (
+        "word3=80 (relay_open, relay_command_open), word4=0")
