@@ -180,6 +180,9 @@ def _outcomes(data_dir: Path) -> dict[str, float]:
             text = r.read().decode()
         for m in re.finditer(r'^headend_reads_total\{channel="[^"]*",outcome="([a-z_]+)"\} (\S+)$', text, re.M):
             out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+        lag = re.search(r"^headend_event_loop_lag_seconds (\S+)$", text, re.M)
+        if lag:
+            out["max_event_loop_lag_s"] = round(float(lag.group(1)), 3)
     return {k: v for k, v in out.items() if v}
 
 
@@ -187,7 +190,7 @@ def _write_config(path: Path, dsn: str, urls: list[str], buses: list[list[str]],
                   timeout: float, data_dir: Path) -> None:
     lines = [
         'timezone = "Asia/Shanghai"', f'data_dir = "{data_dir}"', "[database]", f"dsn = {dsn!r}",
-        "[daemon]", 'name = "bench"', 'listen = "127.0.0.1:0"', "kpi_flush = 2.0",
+        "[daemon]", 'name = "bench"', 'listen = "127.0.0.1:0"', "kpi_flush = 10.0",
         "[daemon.backfill]", "enabled = false",
         "[daemon.clocksync]", "enabled = false",
         "[daemon.leases]", "ttl = 60.0", "renew = 20.0",

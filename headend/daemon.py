@@ -189,6 +189,7 @@ class Daemon(ResultListener):
         self.ready = asyncio.Event()
         self.stopping = asyncio.Event()
         self.started_at = time.monotonic()
+        self.loop_lag = 0.0  # worst event-loop lag over the last minute, seconds
         self._db: psycopg.AsyncConnection[Any] | None = None
         self._db_lock = asyncio.Lock()
         self._tg: asyncio.TaskGroup | None = None
@@ -441,6 +442,18 @@ class Daemon(ResultListener):
             await asyncio.sleep(self.cfg.kpi_flush)
             await self._flush_state()
 
+    async def _lag_loop(self) -> None:
+        """Event-loop lag (how late a 0.25 s sleep wakes up): a stalled loop delays every bus."""
+        window: collections.deque[tuple[float, float]] = collections.deque()
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            window.append((now, now - t0 - 0.25))
+            while window and window[0][0] < now - 60:
+                window.popleft()
+            self.loop_lag = max(v for _, v in window)
+
     async def _lease_or_take_all(self) -> None:
         names = sorted(self.channel_configs)
         if self.leases is None:
@@ -494,6 +507,7 @@ class Daemon(ResultListener):
                     tg.create_task(self._backfill_loop(), name="backfill"),
                     tg.create_task(self._state_loop(), name="kpi"),
                     tg.create_task(self._lease_or_take_all(), name="leases"),
+                    tg.create_task(self._lag_loop(), name="lag"),
                 ]
                 background += [tg.create_task(p.run(self), name=f"plugin {p.__name__}") for p in plugins]
                 self._register()

@@ -57,6 +57,8 @@ class DaemonCollector(Collector):
         yield GaugeMetricFamily("headend_ingest_pending", "Readings waiting to be handed to the ingestor",
                                 value=float(d.sink.pending()))
         yield GaugeMetricFamily("headend_channels_held", "Channels this daemon polls", value=float(len(d.channels)))
+        yield GaugeMetricFamily("headend_event_loop_lag_seconds", "Worst event-loop lag over the last minute",
+                                value=d.loop_lag)
         yield CounterMetricFamily("headend_backfill_jobs", "Backfill jobs queued", value=d.backfiller.queued)
         yield CounterMetricFamily("headend_clock_syncs", "Broadcast time syncs sent", value=len(d.clocks.syncs))
         yield GaugeMetricFamily("headend_meters_clock_flagged", "Meters whose clock is flagged",
