@@ -380,3 +380,29 @@ async def test_payment_dated_before_the_arrears_import_still_clears(bench: Bench
     async with bench.executor() as ex, ex.pool.connection() as conn, conn.transaction():
         new = [imports.PaymentRow("NEW", "B0", Decimal("1"), datetime.now(UTC))]
         assert (await imports.apply_payments(conn, new, operator="billing"))[1] == []
+
+
+async def test_two_executors_at_once_send_each_trip_once(bench: Bench) -> None:
+    import asyncio
+
+    seed_arrears(bench.dsn, [{"account": f"A{i}", "meter": a} for i, a in enumerate(bench.sim.addresses)])
+    async with bench.executor() as ex1, bench.executor() as ex2:
+        plan = await plan_and_approve(ex1, approver="carol")
+        r1, r2 = await asyncio.gather(ex1.execute_plan(plan, "alice"), ex2.execute_plan(plan, "bob"))
+        r3 = await ex2.execute_plan(plan, "bob")  # and once more afterwards
+    assert [len(control_frames(bench, a)) for a in bench.sim.addresses] == [1] * 6
+    assert all(o.state == "confirmed" for o in r1.outcomes + r2.outcomes + r3.outcomes)
+    assert len({o.command_id for o in r1.outcomes + r2.outcomes}) == 6
+
+
+async def test_daily_bus_limit_rechecked_at_send_time(bench: Bench) -> None:
+    """Planned under a generous limit, executed after the utility lowered it to 2 cuts per bus per day."""
+    seed_arrears(bench.dsn, [{"account": f"A{i}", "meter": a} for i, a in enumerate(bench.sim.addresses[:4])])
+    async with bench.executor() as ex:
+        plan = await plan_and_approve(ex, approver="carol")
+    async with bench.executor(control_settings(max_per_bus_day=2)) as ex:
+        report = await ex.execute_plan(plan, "alice")
+    assert sorted(o.state for o in report.outcomes) == ["cancelled", "cancelled", "confirmed", "confirmed"]
+    assert len(control_frames(bench)) == 2
+    assert rows(bench.dsn, "SELECT count(*) FROM control_audit WHERE action = 'command.block' "
+                           "AND reason LIKE '%%cuts today (limit 2)%%'") == [(2,)]
