@@ -243,3 +243,32 @@ async def test_1997_follow_up_frames_and_1997_write() -> None:
             with pytest.raises(DeviceError) as ei:
                 await client.write(M1, 0xC011, time(1, 2, 3), BAD, version=1997)
             assert "password" in ei.value.flags
+
+
+async def test_event_counters_and_last_records(tcp_bus: Bus) -> None:
+    """Voltage loss, cover open, programming, last trip and last close: counters and records."""
+    sim, client = tcp_bus
+    meter = sim.meters[M1]
+    until = datetime.now(UTC) + timedelta(minutes=10)
+    await client.write(M1, 0x04000103, 15, GOOD)  # demand period: a programming event
+    assert (await client.control(M1, RelayCommand.TRIP, GOOD, until)).accepted
+    assert (await client.control(M1, RelayCommand.CLOSE_DIRECT, GOOD, until)).accepted
+    counts = await client.read_decoded(M1, "03010000")
+    values = {v["name"]: v["value"] for v in counts["values"]}
+    assert values["a_count"] == meter.events.voltage_loss[0] == 2 and values["a_minutes"] == 37
+    (cover,) = await client.read(M1, ["event.cover_open.count"])
+    assert cover.value == meter.events.cover_open == 1
+    record = {v["name"]: v["value"] for v in (await client.read_decoded(M1, "03300D01"))["values"]}
+    assert record["start"] < record["end"] and record["before_forward_active"] > 0
+    loss = {v["name"]: v["value"] for v in (await client.read_decoded(M1, "03010101"))["values"]}
+    assert loss["start"].startswith(str(meter.history_start.astimezone(meter.tz).year))
+    prog = {v["name"]: v["value"] for v in (await client.read_decoded(M1, "03300001"))["values"]}
+    assert prog["operator"] == "12345678" and prog["di1"] == 0x04000103
+    for di, count_di in (("1D000101", "1D000001"), ("1E000101", "1E000001")):
+        rec = {v["name"]: v["value"] for v in (await client.read_decoded(M1, di))["values"]}
+        assert rec["operator"] == "12345678" and rec["forward_active"] > 0, di
+        at = datetime.fromisoformat(rec["time"])  # meter clock time of the operation
+        assert abs((at - meter.clock().replace(tzinfo=None)).total_seconds()) < 30, di
+        assert (await client.read_decoded(M1, count_di))["value"] == 1
+    with pytest.raises(DeviceError):  # no voltage-loss record of phase A beyond the count
+        await client.read_raw(M1, "03010103")

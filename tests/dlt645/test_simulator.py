@@ -94,3 +94,22 @@ async def test_no_energy_flows_while_the_relay_is_open() -> None:
             # The outage shows in the load profile: three hours of empty intervals.
             empty = [kwh for _, kwh in meter.load_profile[-15:-5]]
             assert max(empty) == pytest.approx(0.0, abs=1e-9)
+
+
+async def test_voltages_currents_and_power_are_consistent() -> None:
+    """Read over the wire: P = sum(U x I) x |PF| per phase, S = hypot(P, Q), PF = P / S."""
+    from protocols.dlt645.client import Dlt645Client
+
+    start = datetime(2026, 1, 7, 19, 0, tzinfo=UTC)  # evening: a real load
+    async with MeterBusSimulator(1, transport="virtual", start=start) as sim:
+        async with Dlt645Client.from_url(sim.url, timeout=0.3) as client:
+            codes = ["voltage.a", "voltage.b", "voltage.c", "current.a", "current.b", "current.c",
+                     "power.active.total", "power.reactive.total", "power.apparent.total", "pf.total"]
+            r = {x.quantity: x.value for x in await client.read("000000000001", codes)}
+    p, q, s, pf = r["power.active.total"], r["power.reactive.total"], r["power.apparent.total"], r["pf.total"]
+    assert p > 0.1
+    ui = sum(r[f"voltage.{ph}"] * r[f"current.{ph}"] for ph in "abc") / 1000.0  # kVA
+    assert p == pytest.approx(ui * abs(pf), rel=0.02)
+    assert s == pytest.approx((p * p + q * q) ** 0.5, rel=0.01)
+    assert abs(pf) == pytest.approx(p / s, abs=0.002)
+    assert all(200 < r[f"voltage.{ph}"] < 240 for ph in "abc")
