@@ -58,7 +58,8 @@ def import_file(ctx: typer.Context, config: Any, operator: str | None, file: Pat
                 async with env.executor() as ex:
                     res.cancelled_commands, res.reconnects = await ex.queue_reconnects()
                     if res.reconnects:
-                        await ex.execute_ids(res.reconnects, env.settings.control.system_operator)
+                        rep = await ex.execute_ids(res.reconnects, env.settings.control.system_operator)
+                        res.reconnect_outcomes = [o.as_dict() for o in rep.outcomes]
             return res
 
         result = asyncio.run(go())
@@ -73,7 +74,7 @@ def import_file(ctx: typer.Context, config: Any, operator: str | None, file: Pat
                     title=f"{kind} import")
         for p in result.rejected[:20]:
             console.print(f"[yellow]rejected[/yellow] {p}")
-    if result.rejected:
+    if result.rejected or any(o["state"] != "confirmed" for o in result.reconnect_outcomes):
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 

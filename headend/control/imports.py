@@ -91,11 +91,12 @@ class ImportResult:
     cleared_accounts: list[str] = field(default_factory=list)
     cancelled_commands: list[int] = field(default_factory=list)
     reconnects: list[int] = field(default_factory=list)
+    reconnect_outcomes: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "rows": self.rows, "applied": self.applied, "rejected": self.rejected,
                 "cleared_accounts": self.cleared_accounts, "cancelled_commands": self.cancelled_commands,
-                "reconnect_commands": self.reconnects}
+                "reconnect_commands": self.reconnects, "reconnect_outcomes": self.reconnect_outcomes}
 
 
 class _Bad(ValueError):

@@ -142,6 +142,7 @@ def test_cli_end_to_end(tmp_path: Path, fresh_dsn: str, sim: MeterBusSimulator,
     (tmp_path / "payments.csv").write_text("reference,account,amount,paid_at\nR1,C1,230.50,2030-01-01T10:00\n")
     pay = json.loads(run("payments", "import", str(tmp_path / "payments.csv"), "--json", operator="billing"))
     assert pay["cleared_accounts"] == ["C1"] and len(pay["reconnect_commands"]) == 1
+    assert [o["state"] for o in pay["reconnect_outcomes"]] == ["confirmed"]
     assert not sim.meters[a[0]].relay_open  # restored automatically
     run("payments", "import", str(tmp_path / "payments.csv"), operator="billing")  # idempotent
     assert sum(1 for r in sim.received if r.frame.function == 0x1C) == 2
