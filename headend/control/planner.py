@@ -170,7 +170,8 @@ class Planner:
         busy = await store.busy_meters(conn)
         decisions = await self.decide(states, at, busy)
         per_bus, total = await store.sent_today(conn, self.day_start(at))
-        decisions = apply_limits(decisions, lambda d: self.policy(self._utility(states, d.account)), per_bus, total)
+        util_of = {a.account: a.utility for a in states}
+        decisions = apply_limits(decisions, lambda d: self.policy(util_of.get(d.account)), per_bus, total)
         n_cut = sum(1 for d in decisions if d.cut)
         needs_second = needs_second_approval(n_cut, self.policy(None))
         result = PlanResult(at, decisions, needs_second)
@@ -202,13 +203,6 @@ class Planner:
                                         "needs_second_approval": needs_second})
         result.plan_id = plan_id
         return result
-
-    @staticmethod
-    def _utility(states: Sequence[AccountState], account: str) -> str:
-        for s in states:
-            if s.account == account:
-                return s.utility
-        return "default"
 
 
 async def approve_plan(conn: AsyncConnection[Any], settings: ControlSettings, plan_id: int, approver: str,
