@@ -37,24 +37,53 @@ class _TraceFormatter(logging.Formatter):
         return f"{t} {record.getMessage()}"
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it), marked as ours."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
+def _replace_own_handler(logger: logging.Logger, handler: logging.Handler | None) -> None:
+    # Only handlers this module installed are replaced, so embedding code (and pytest's
+    # log capture) keeps its own.
+    for h in list(logger.handlers):
+        if isinstance(h, _StderrHandler):
+            logger.removeHandler(h)
+    if handler is not None:
+        logger.addHandler(handler)
+
+
 def configure_logging(level: str | int = "WARNING", *, json_lines: bool = False, trace: bool = False) -> None:
     root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
-    root.addHandler(handler)
-    root.setLevel(level if isinstance(level, int) else getattr(logging, level.upper(), logging.INFO))
+    handler.setLevel(level if isinstance(level, int) else getattr(logging, level.upper(), logging.INFO))
+    _replace_own_handler(root, handler)
+    if root.level == logging.NOTSET or root.level > handler.level:
+        root.setLevel(handler.level)
+    tlog = logging.getLogger("headend.trace")
     if trace:
         # Frames are logged by the "headend.trace" logger at TRACE; show them plainly with timestamps.
-        tlog = logging.getLogger("headend.trace")
-        th = logging.StreamHandler(sys.stderr)
+        th = _StderrHandler()
         th.setFormatter(_TraceFormatter())
-        tlog.addHandler(th)
+        _replace_own_handler(tlog, th)
         tlog.setLevel(TRACE)
         tlog.propagate = False
+    else:
+        _replace_own_handler(tlog, None)
+        tlog.setLevel(logging.NOTSET)
+        tlog.propagate = True
 
 
 def trace_enabled() -> bool:
