@@ -563,10 +563,13 @@ class Ingestor:
         with conn.transaction():
             if new_meters:
                 with conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO meters (address, status, protocol, notes) VALUES (%s, 'discovered', %s, "
-                        "'auto-registered by ingest') ON CONFLICT (address) DO NOTHING",
-                        [(m, proto) for m, proto in sorted(_protocols_of(new_meters, registers, intervals).items())],
+                    protos = _protocols_of(new_meters, registers, intervals)
+                    addrs = sorted(new_meters)
+                    cur.execute(
+                        "INSERT INTO meters (address, status, protocol, notes) "
+                        "SELECT a, 'discovered', p, 'auto-registered by ingest' FROM unnest(%s::text[], %s::text[]) "
+                        "AS u(a, p) ON CONFLICT (address) DO NOTHING",
+                        (addrs, [protos.get(a, "unknown") for a in addrs]),
                     )
                     discovered = max(cur.rowcount, 0)
             for (table, stage, kind), rows in zip(_TABLES, (registers, intervals), strict=True):
