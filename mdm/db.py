@@ -14,6 +14,7 @@ is /var/lib/ami-headend).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -99,8 +100,22 @@ def stop_embedded(settings_or_dir: Settings | Path) -> bool:
         srv = _EMBEDDED.pop(pgdata.absolute(), None)
     if srv is None:
         return False
+    # forget handles of processes that died without detaching (SIGKILL), so the last live one stops it
+    with contextlib.suppress(Exception):
+        handles = srv.global_process_id_list
+        handles.put([p for p in handles.get() if p == os.getpid() or _alive(p)])
     srv.cleanup_mode = "stop"
     srv.cleanup()
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
     return True
 
 
