@@ -239,6 +239,7 @@ class Dlt645Client(MeterClient, RelayControl):
             partial = self.conn.buffered
         finally:
             self.conn.cancel()
+            self.channel.trace_flush()
         if partial and bad is None:
             raise FrameError("truncated", f"incomplete reply from {req.address} ({partial} bytes, then silence)")
         if bad is not None:

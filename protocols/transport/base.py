@@ -3,7 +3,8 @@
 A channel moves raw bytes; framing belongs to the protocol on top. Backends implement
 ``_open``, ``_close`` and ``_write``, and push received chunks with ``_data_received``;
 the base class does the waiting (response and inter-byte timeouts), the bus turnaround
-delay and the frame trace (``headend.trace`` logger at level 5), once for all backends.
+delay and the frame trace (``headend.trace`` logger at level 5: one TX line per request, one RX line
+for everything received until the reader's reply is complete), once for all backends.
 
 Backends are registered by URL scheme in :data:`BACKENDS` and imported lazily, so a
 machine without pyserial can still use TCP.
@@ -51,6 +52,7 @@ class ChannelABC(abc.ABC):
         self._opened = False
         self.bytes_tx = 0
         self.bytes_rx = 0
+        self._rx_trace = bytearray()  # received bytes not yet in the trace (one RX line per reply)
 
     # -- backend hooks -------------------------------------------------------------
     @abc.abstractmethod
@@ -91,6 +93,7 @@ class ChannelABC(abc.ABC):
         LOGGER.debug("opened channel %s", self.name)
 
     async def aclose(self) -> None:
+        self.trace_flush()
         if not self._opened:
             return
         self._opened = False
@@ -125,6 +128,7 @@ class ChannelABC(abc.ABC):
         if wait > 0:
             await asyncio.sleep(wait)
         if TRACE_LOG.isEnabledFor(TRACE):
+            self.trace_flush()
             TRACE_LOG.log(TRACE, "%s %s %s", self.name, "TX", data.hex(" "))
         try:
             self._write(data)
@@ -142,8 +146,18 @@ class ChannelABC(abc.ABC):
         if isinstance(item, BaseException):
             raise item
         if TRACE_LOG.isEnabledFor(TRACE):
-            TRACE_LOG.log(TRACE, "%s %s %s", self.name, "RX", item.hex(" "))
+            self._rx_trace += item
         return item
+
+    def trace_flush(self) -> None:
+        """Put the bytes received since the last request in the trace as one RX line.
+
+        The reader calls it when its reply is complete (or given up); the next request and
+        closing the channel call it too. A reply that arrives in several chunks is one line.
+        """
+        if self._rx_trace:
+            data, self._rx_trace = bytes(self._rx_trace), bytearray()
+            TRACE_LOG.log(TRACE, "%s %s %s", self.name, "RX", data.hex(" "))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec}>"

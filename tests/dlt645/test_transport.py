@@ -116,3 +116,18 @@ async def test_long_reply_at_a_low_rate_outlasts_the_response_timeout() -> None:
             res = await client.read_raw(M1, 0x06000001, count=2, start=first)
             elapsed = time.monotonic() - t0
     assert res.frames == 2 and elapsed > 0.15  # longer than the response timeout, yet complete
+
+
+async def test_trace_shows_each_reply_as_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """At line speed the reply arrives in several chunks; the trace still shows one RX line per reply."""
+    async with MeterBusSimulator(1, transport="pty", baud=9600, line_time=True, turnaround=0.01,
+                                 reply_preamble=0) as sim:
+        async with Dlt645Client.from_url(sim.url, timeout=0.5) as client:
+            with caplog.at_level(5, logger="headend.trace"):
+                await client.read_raw(M1, "0001FF00")  # 10 + 24 + 2 = 36-byte reply, sent in 16-byte chunks
+                await client.read_raw(M1, "02010100")
+    ours = [r.getMessage() for r in caplog.records if r.name == "headend.trace"]
+    lines = [x for x in ours if not x.startswith("sim:")]  # the simulator traces its own side too
+    assert [x.split()[1] for x in lines] == ["TX", "RX", "TX", "RX"]
+    rx = bytes.fromhex(lines[1].split(" RX ")[1])
+    assert len(rx) == 36 and rx[:2] == b"\x68\x01" and rx[-1] == 0x16
