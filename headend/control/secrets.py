@@ -50,6 +50,7 @@ __all__ = [
     "load_secrets",
     "mask_frame",
     "mask_text",
+    "uninstall_log_masking",
     "wire_forms",
 ]
 
@@ -201,7 +202,7 @@ def mask_frame(raw: bytes) -> str:
     return " ".join(parts)
 
 
-_installed: dict[str, Any] = {"secrets": set(), "factory": None}
+_installed: dict[str, Any] = {"secrets": set(), "factory": None, "previous": None}
 
 
 def install_log_masking(store: SecretStore | Iterable[str]) -> None:
@@ -230,4 +231,13 @@ def install_log_masking(store: SecretStore | Iterable[str]) -> None:
         return record
 
     _installed["factory"] = factory
+    _installed["previous"] = previous
     logging.setLogRecordFactory(factory)
+
+
+def uninstall_log_masking() -> None:
+    """Restore the log-record factory found by :func:`install_log_masking` (tests, embedding code)."""
+    factory = _installed["factory"]
+    if factory is not None and logging.getLogRecordFactory() is factory:
+        logging.setLogRecordFactory(_installed["previous"])
+    _installed.update(secrets=set(), factory=None, previous=None)
