@@ -114,7 +114,7 @@ class ResultListener(Protocol):
 
 
 # The daemon runs its own per-meter breaker (log once, metrics): turn the client's off.
-_PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {"dlt645": {"breaker": False}}
+_PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {"dlt645": {"breaker": False}, "modbus": {"breaker": False}}
 
 
 def open_channel_client(cfg: ChannelConfig, tz: ZoneInfo) -> MeterClient:
