@@ -171,4 +171,7 @@ def _via_daemon(ctx: typer.Context, port: str, meter: str, items: list[str]) -> 
         data_dir = settings_from(ctx).data_dir
     except HeadendError:
         return None
-    return try_daemon_read(data_dir, port, meter, items)
+    try:
+        return try_daemon_read(data_dir, port, meter, items)
+    except ValueError:  # a malformed URL (port out of range...): the direct path rejects it in one line
+        return None

@@ -98,6 +98,8 @@ def test_read_bad_port_and_bad_url() -> None:
     assert r.exit_code == ExitCode.TRANSPORT
     r = runner.invoke(app, ["read", "000000000001", "00010000", "--port", "ftp://x"])
     assert r.exit_code == ExitCode.CONFIG
+    r = runner.invoke(app, ["read", "000000000001", "00010000", "--port", "tcp://127.0.0.1:99999"])
+    assert r.exit_code == ExitCode.CONFIG and "out of range" in r.stderr  # one line, not a traceback
 
 
 def test_probe_scan_and_wildcard(bus_url: str, single_url: str) -> None:
