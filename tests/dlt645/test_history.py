@@ -66,7 +66,7 @@ async def test_every_simulated_item_decodes_with_the_registry() -> None:
             dec = registry.decode_data(di, data)
             if dec.unknown or dec.error:
                 problems.append(f"{di:08X}: {'unknown' if dec.unknown else dec.error} ({len(data)} bytes)")
-        for di in (0x05060001, 0x05060101, 0x0506FF01, 0x05040001, 0x05040101, 0x03300D01):
+        for di in (0x05060001, 0x05060101, 0x0506FF01, 0x05040001, 0x05040101, 0x0504FF01, 0x03300D01, 0x03010101):
             data = meter.read_value(di)
             assert data is not None, f"{di:08X}"
             dec = registry.decode_data(di, data)
