@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress
 
-from headend.cliutil import JsonOpt, err_console, fail, print_json, print_table, settings_from
+from headend.cliutil import JsonOpt, console, err_console, fail, print_json, print_table, settings_from
 from headend.exitcodes import ExitCode
 from protocols.errors import (
     ConfigError,
@@ -108,12 +108,16 @@ def probe_cmd(
             found = asyncio.run(probe_bus(port, candidates, reply_timeout=timeout))
     except HeadendError as exc:
         raise fail(exc) from None
+    seen = {m["address"] for m in found}
+    missing = [a for a in candidates if a not in seen]
     if json_out:
-        seen = {m["address"] for m in found}
-        print_json({"port": port, "meters": found, "missing": [a for a in candidates if a not in seen]})
+        print_json({"port": port, "meters": found, "missing": missing})
     else:
         print_table(["address", "found by"], [(m["address"], m["method"]) for m in found],
                     title=f"{len(found)} meter(s) on {port}")
+        if missing:
+            shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+            console.print(f"no answer from {len(missing)} of {len(candidates)}: {shown}", highlight=False)
     if not found:
         raise fail("no meter answered", ExitCode.NO_RESPONSE)
 

@@ -107,6 +107,8 @@ def test_probe_scan_and_wildcard(bus_url: str, single_url: str) -> None:
                             "--json"])
     assert r.exit_code == 0, r.output
     assert [m["address"] for m in json.loads(r.stdout)["meters"]] == ["000000000001", "000000000002"]
+    r = runner.invoke(app, ["probe", "--port", bus_url, "--range", "1-4", "--timeout", "0.15"])
+    assert r.exit_code == 0 and "no answer from 2 of 4: 000000000003, 000000000004" in r.stdout
     r = runner.invoke(app, ["probe", "--port", single_url, "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["meters"] == [{"address": "202401010042", "method": "read_address"}]
