@@ -47,6 +47,8 @@ __all__ = ["IngestStats", "MqttIngestService", "ReadingSink", "run_mqtt_ingest"]
 
 LOGGER = logging.getLogger(__name__)
 SUBSCRIBED = (Channel.TELEMETRY, Channel.EVENT, Channel.STATUS, Channel.RESPONSE)
+_UNITS = {q.code: q.unit for q in quantities.QUANTITIES.values()}
+_GOOD = Quality.GOOD
 
 
 class ReadingSink(Protocol):
@@ -80,8 +82,9 @@ class MqttIngestService:
         dsn: str,
         *,
         client_id: str | None = None,
-        batch_size: int = 2000,
-        batch_wait: float = 0.02,
+        batch_size: int = 5000,
+        batch_wait: float = 0.05,
+        pipeline: int = 8,
         keep_latencies: bool = False,
     ) -> None:
         self.mqtt = mqtt
@@ -99,6 +102,8 @@ class MqttIngestService:
         self._buf: list[_Raw] = []
         self._wake = asyncio.Event()
         self._db: Any = None
+        self._slots = asyncio.Semaphore(max(1, pipeline))
+        self._writing: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ receive
 
@@ -136,7 +141,13 @@ class MqttIngestService:
                 self._wake.clear()
                 if self._buf:
                     batch, self._buf = self._buf, []
-                    await self._store(batch, stop)
+                    # parse the next batch while earlier ones are being written (bounded pipeline)
+                    await self._slots.acquire()
+                    task = asyncio.create_task(self._store_in_slot(batch, stop))
+                    self._writing.add(task)
+                    task.add_done_callback(self._writing.discard)
+            if self._writing:
+                await asyncio.gather(*self._writing, return_exceptions=True)
             if self._buf:  # what arrived before the stop is still stored
                 batch, self._buf = self._buf, []
                 await self._store(batch, stop, final=True)
@@ -150,6 +161,12 @@ class MqttIngestService:
         return self.stats
 
     # ------------------------------------------------------------------ store
+
+    async def _store_in_slot(self, batch: list[_Raw], stop: asyncio.Event) -> None:
+        try:
+            await self._store(batch, stop)
+        finally:
+            self._slots.release()
 
     async def _connection(self) -> Any:
         import psycopg
@@ -211,9 +228,9 @@ class MqttIngestService:
                 dead.append((topic, raw, exc.reason, exc.detail[:1000], at))
                 continue
             if isinstance(msg, Telemetry):
+                ts = msg.ts
                 for code, value in msg.values.items():
-                    readings.append(Reading(terminal, code, msg.ts, value, quantities.get(code).unit,
-                                            Quality.GOOD, "mqtt"))
+                    readings.append(Reading(terminal, code, ts, value, _UNITS[code], _GOOD, "mqtt"))
                 tss.append(msg.ts)
             elif isinstance(msg, Event):
                 events.append((terminal, msg.event, msg.ts, msg.ended, msg.severity, msg.model_dump_json(

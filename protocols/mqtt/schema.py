@@ -16,7 +16,6 @@ This module is pure data (no I/O).
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -106,12 +105,13 @@ class _Msg(BaseModel):
     v: Literal[1] = 1
 
 
+_KNOWN = frozenset(quantities.QUANTITIES)
+
+
 def _check_codes(values: dict[str, float]) -> dict[str, float]:
-    for code, value in values.items():
-        if not quantities.is_known(code):
-            raise ValueError(f"unknown quantity code {code!r}")
-        if not math.isfinite(value):
-            raise ValueError(f"{code} is not a finite number")
+    if not values.keys() <= _KNOWN:  # one set operation in the common case (finiteness: allow_inf_nan)
+        bad = sorted(set(values) - _KNOWN)
+        raise ValueError(f"unknown quantity code {bad[0]!r}")
     return values
 
 

@@ -271,7 +271,10 @@ class MqttTerminalFleet:
             await self._publish(term, Channel.STATUS, encode(term.status()), retain=True)
 
         conn = MqttConnection(
-            self.host, self.port, client_id=f"sim-{term.id}", clean_session=False, will=will, keepalive=30,
+            # clean session: a command sent while the terminal was away must not run late (it is unknown-outcome
+            # at the head-end already); the prefix keeps ids unique when several fleets share a broker
+            self.host, self.port, client_id=f"sim-{self.topics.prefix}-{term.id}", clean_session=True, will=will,
+            keepalive=30,
             handler=lambda m: self._on_command(term, m), on_connect=online, backoff=(0.2, 5.0), name=term.id,
             max_inflight=20,
         )
