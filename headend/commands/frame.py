@@ -33,6 +33,8 @@ _ORDER = (
 def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return ", ".join(v)  # error bits, status-word flags
     if isinstance(v, list | dict):
         return json.dumps(v, ensure_ascii=False)
     return "" if v is None else str(v)
@@ -44,6 +46,8 @@ def _human(info: dict[str, Any]) -> None:
     table.add_column("value", overflow="fold")
     keys = [k for k in _ORDER if k in info] + [k for k in info if k not in _ORDER and k != "values"]
     for k in keys:
+        if k == "error_bits" and not info[k]:
+            continue  # a normal reply: nothing to show
         bad = (k in ("error", "error_bits", "data_error") and info[k]) or (k == "valid" and not info[k])
         style = "red" if bad else ""
         table.add_row(k, _fmt(info[k]), style=style)

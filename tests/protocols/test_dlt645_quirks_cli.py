@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -125,6 +126,9 @@ def test_frame_decode_invalid_exit_code(hexstr: str, reason: str) -> None:
 def test_frame_decode_human_table_and_bad_hex() -> None:
     r = runner.invoke(app, ["frame", "decode", "68 12 90 78 56 34 12 68 91 08 33 33 34 33 89 67 45 33 54 16"])
     assert r.exit_code == 0 and "read_data" in r.stdout and "1234.56" in r.stdout
+    assert "error_bits" not in r.stdout  # a normal reply has none to show
+    r = runner.invoke(app, ["frame", "decode", "68 12 90 78 56 34 12 68 D1 01 35 8D 16"])  # abnormal D1 01 35
+    assert r.exit_code == 0 and re.search(r"error_bits +│ no_data ", r.stdout)
     r = runner.invoke(app, ["frame", "decode", "68 1"])
     assert r.exit_code == 2
     r = runner.invoke(app, ["frame", "decode", "--help"])
