@@ -104,6 +104,7 @@ class MqttIngestService:
         self._db: Any = None
         self._slots = asyncio.Semaphore(max(1, pipeline))
         self._writing: set[asyncio.Task[None]] = set()
+        self._db_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ receive
 
@@ -252,39 +253,8 @@ class MqttIngestService:
         tss: list[datetime],
     ) -> None:
         if dead or events or statuses or responses:
-            db = await self._connection()
-            async with db.transaction(), db.cursor() as cur:
-                if dead:
-                    await cur.executemany(
-                        "INSERT INTO mqtt_dead_letters (topic, payload, reason, detail, received_at)"
-                        " VALUES (%s, %s, %s, %s, %s)", dead)
-                if events:
-                    await cur.executemany(
-                        "INSERT INTO meter_events (meter, code, ts, ended_at, severity, source, detail)"
-                        " VALUES (%s, %s, %s, %s, %s, 'mqtt', (%s::jsonb)->'detail')"
-                        " ON CONFLICT (meter, code, ts) DO NOTHING", events)
-                for terminal, state, doc, at in statuses:  # in arrival order: the last one wins
-                    await cur.execute(
-                        """INSERT INTO mqtt_status_log (terminal, state, at)
-                           SELECT %(t)s, %(s)s, %(at)s
-                           WHERE NOT EXISTS (SELECT 1 FROM mqtt_terminal_status
-                                             WHERE terminal = %(t)s AND state = %(s)s)""",
-                        {"t": terminal, "s": state, "at": at})
-                    await cur.execute(
-                        """INSERT INTO mqtt_terminal_status (terminal, state, since, updated_at, status)
-                           VALUES (%(t)s, %(s)s, %(at)s, %(at)s, %(doc)s::jsonb)
-                           ON CONFLICT (terminal) DO UPDATE SET
-                             since = CASE WHEN mqtt_terminal_status.state = EXCLUDED.state
-                                          THEN mqtt_terminal_status.since ELSE EXCLUDED.since END,
-                             state = EXCLUDED.state, updated_at = EXCLUDED.updated_at, status = EXCLUDED.status""",
-                        {"t": terminal, "s": state, "at": at, "doc": doc})
-                if responses:
-                    await cur.executemany(
-                        """INSERT INTO mqtt_command_responses
-                               (request_id, terminal, status, reason, "values", responded_at, duplicates)
-                           VALUES (%s, %s, %s, %s, (%s::jsonb)->'values', %s, %s)
-                           ON CONFLICT (request_id) DO UPDATE SET
-                             duplicates = mqtt_command_responses.duplicates + EXCLUDED.duplicates""", responses)
+            async with self._db_lock:  # batches are written concurrently; one transaction at a time here
+                await self._write_rows(dead, events, statuses, responses)
         if readings:
             await self.ingestor.submit(readings)
         stored = datetime.now(UTC)
@@ -300,6 +270,47 @@ class MqttIngestService:
         if dead:
             LOGGER.info("MQTT ingest: %d invalid message(s) stored as dead letters (first: %s, %s)",
                         len(dead), dead[0][0], dead[0][2])
+
+    async def _write_rows(
+        self,
+        dead: list[tuple[Any, ...]],
+        events: list[tuple[Any, ...]],
+        statuses: list[tuple[Any, ...]],
+        responses: list[tuple[Any, ...]],
+    ) -> None:
+        db = await self._connection()
+        async with db.transaction(), db.cursor() as cur:
+            if dead:
+                await cur.executemany(
+                    "INSERT INTO mqtt_dead_letters (topic, payload, reason, detail, received_at)"
+                    " VALUES (%s, %s, %s, %s, %s)", dead)
+            if events:
+                await cur.executemany(
+                    "INSERT INTO meter_events (meter, code, ts, ended_at, severity, source, detail)"
+                    " VALUES (%s, %s, %s, %s, %s, 'mqtt', (%s::jsonb)->'detail')"
+                    " ON CONFLICT (meter, code, ts) DO NOTHING", events)
+            for terminal, state, doc, at in statuses:  # in arrival order: the last one wins
+                await cur.execute(
+                    """INSERT INTO mqtt_status_log (terminal, state, at)
+                       SELECT %(t)s, %(s)s, %(at)s
+                       WHERE NOT EXISTS (SELECT 1 FROM mqtt_terminal_status
+                                         WHERE terminal = %(t)s AND state = %(s)s)""",
+                    {"t": terminal, "s": state, "at": at})
+                await cur.execute(
+                    """INSERT INTO mqtt_terminal_status (terminal, state, since, updated_at, status)
+                       VALUES (%(t)s, %(s)s, %(at)s, %(at)s, %(doc)s::jsonb)
+                       ON CONFLICT (terminal) DO UPDATE SET
+                         since = CASE WHEN mqtt_terminal_status.state = EXCLUDED.state
+                                      THEN mqtt_terminal_status.since ELSE EXCLUDED.since END,
+                         state = EXCLUDED.state, updated_at = EXCLUDED.updated_at, status = EXCLUDED.status""",
+                    {"t": terminal, "s": state, "at": at, "doc": doc})
+            if responses:
+                await cur.executemany(
+                    """INSERT INTO mqtt_command_responses
+                           (request_id, terminal, status, reason, "values", responded_at, duplicates)
+                       VALUES (%s, %s, %s, %s, (%s::jsonb)->'values', %s, %s)
+                       ON CONFLICT (request_id) DO UPDATE SET
+                         duplicates = mqtt_command_responses.duplicates + EXCLUDED.duplicates""", responses)
 
 
 async def run_mqtt_ingest(
