@@ -105,11 +105,23 @@ def _all_ff(raw: bytes) -> bool:
 
 
 def _scaled(value: object, decimals: int) -> int:
+    """``value`` x 10^decimals as an int, rounded half-even on the number as written (``str(value)``)."""
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise LocalProtocolError(f"expected a number, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise LocalProtocolError(f"not a finite number: {value!r}")
-    return int((Decimal(str(value)) * (10**decimals)).to_integral_value())
+    scale: int = 10**decimals
+    if isinstance(value, int):
+        return value * scale
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise LocalProtocolError(f"not a finite number: {value!r}")
+        # Fast path (the simulator encodes every reply): plain float rounding agrees with the
+        # decimal rounding below unless the scaled value sits next to a .5 tie.
+        x = value * scale
+        if abs(x) < 1e15:
+            n: int = round(x)
+            if abs(abs(x - n) - 0.5) > 1e-6:
+                return n
+    return int((Decimal(str(value)) * scale).to_integral_value())
 
 
 @dataclass(frozen=True, slots=True)

@@ -344,3 +344,16 @@ def test_weekday_seven_and_all_zero_dates() -> None:
     # An all-zero event time means "never happened", not an error; midnight is a real time.
     assert decode_data("1D000101", bytes(6)).fields[0].status == Status.EMPTY
     assert decode_data(0x04000102, bytes(3)).value == time(0, 0, 0)
+
+
+def test_bcd_rounds_the_number_as_written() -> None:
+    # 2.675 is 2.67499999... in binary: the decimal as written rounds (half-even) to 2.68;
+    # 0.125 -> 0.12 (half-even); plain values take the float fast path and agree with Decimal.
+    from decimal import Decimal
+
+    fmt = Bcd(2, 2)
+    assert fmt.encode(2.675) == fmt.encode(Decimal("2.675")) == bytes.fromhex("68 02")
+    assert fmt.encode(0.125) == bytes.fromhex("12 00")
+    assert fmt.encode(12.34) == bytes.fromhex("34 12")
+    assert Bcd(4, 2).encode(999999.99) == bytes.fromhex("99 99 99 99")
+    assert Bcd(3, 3, signed=True).encode(-1.0005) == bytes.fromhex("00 10 80")  # half-even on the written digits
