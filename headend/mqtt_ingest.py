@@ -124,6 +124,9 @@ class MqttIngestService:
             await broker.start()
             self.host, self.port = broker.host, broker.port
         group = self.mqtt.shared_group
+        if group and broker is not None:  # amqtt delivers nothing on $share filters; one daemon owns it anyway
+            LOGGER.warning("MQTT ingest: shared_group %r ignored with the in-process broker", group)
+            group = None
         self.conn = MqttConnection(
             self.host, self.port, client_id=self.client_id, clean_session=False,
             username=self.mqtt.username, password=os.environ.get("HEADEND_MQTT_PASSWORD") or None,
@@ -340,3 +343,20 @@ async def run_mqtt_ingest(
         return await service.run(stop)
     finally:
         LOGGER.info("MQTT ingest stopped after %.0f s: %s", time.monotonic() - started, service.stats)
+
+
+async def run(daemon: Any) -> None:
+    """Daemon plug-in: ``[daemon] plugins = ["headend.mqtt_ingest"]`` runs MQTT ingest inside ``headend run``,
+    into the daemon's own ingestor and database, until the daemon stops."""
+    if daemon.dsn is None:
+        LOGGER.error("MQTT ingest plug-in: the daemon has no database; not started")
+        return
+    ingestor = getattr(daemon.sink, "ingestor", None)
+    if ingestor is None:
+        LOGGER.error("MQTT ingest plug-in: the daemon has no ingestor; not started")
+        return
+    name = getattr(daemon, "name", "") or "daemon"
+    service = MqttIngestService(daemon.settings.mqtt, ingestor, daemon.dsn,
+                                client_id=f"{daemon.settings.mqtt.client_id}-{name}-ingest")
+    daemon.mqtt_ingest = service  # for /metrics or the demo (host/port of an in-process broker)
+    await run_mqtt_ingest(daemon.settings, ingestor, stop=daemon.stopping, service=service)

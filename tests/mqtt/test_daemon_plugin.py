@@ -1,0 +1,53 @@
+"""MQTT ingest as a daemon plug-in: ``[daemon] plugins = ["headend.mqtt_ingest"]`` inside ``headend run``."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+from headend.daemon import Daemon
+from headend.fleetconfig import ChannelConfig, DaemonSettings, LeaseConfig
+from headend.settings import MqttSettings, load_settings
+from protocols.reading import Reading
+from simulators.mqtt import MqttTerminalFleet
+from tests.mqtt.conftest import query, wait_for
+
+
+class ListIngestor:
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+
+    async def submit(self, readings: Sequence[Reading]) -> None:
+        self.readings.extend(readings)
+
+
+async def test_daemon_runs_mqtt_ingest_plugin(mqtt_broker, mqtt_prefix, fresh_dsn, tmp_path):
+    settings = load_settings()
+    settings.data_dir = tmp_path
+    settings.mqtt = MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port, topic_prefix=mqtt_prefix,
+                                 client_id=f"d-{uuid.uuid4().hex[:8]}")
+    settings.daemon = DaemonSettings(name="mqtt-test", listen="", leases=LeaseConfig(enabled="off"), kpi_flush=0.5,
+                                     drain_timeout=2.0, plugins=["headend.mqtt_ingest"],
+                                     # the terminals are also a request/response channel (reads by command)
+                                     channels=[ChannelConfig(name="mq", protocol="mqtt",
+                                                             url=f"{mqtt_broker.url}?prefix={mqtt_prefix}",
+                                                             meters=["LMT00001", "LMT00002"])])
+    ingestor = ListIngestor()
+    daemon = Daemon(settings, dsn=fresh_dsn, ingestor=ingestor, name="mqtt-test")
+    runner = asyncio.create_task(daemon.run())
+    try:
+        await wait_for(lambda: getattr(daemon, "mqtt_ingest", None) is not None
+                       and daemon.mqtt_ingest.conn is not None and daemon.mqtt_ingest.conn.connected,
+                       what="plug-in connected")
+        async with MqttTerminalFleet(mqtt_broker.host, mqtt_broker.port, 2, prefix=mqtt_prefix, telemetry=False,
+                                     event_rate=0, faults="malformed=1.0") as fleet:
+            await fleet.publish_telemetry(fleet.terminals["LMT00001"])  # malformed: a dead letter
+            fleet.faults.malformed = 0.0
+            await fleet.publish_telemetry(fleet.terminals["LMT00002"])
+            await wait_for(lambda: any(r.meter == "LMT00002" for r in ingestor.readings), what="readings via daemon")
+            await wait_for(lambda: query(fresh_dsn, "SELECT 1 FROM mqtt_dead_letters"), what="dead letter")
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(runner, 15)
+    assert {r.source for r in ingestor.readings} == {"mqtt"}
