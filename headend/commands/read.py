@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -18,10 +19,12 @@ import typer
 from headend.cliutil import JsonOpt, console, fail, print_json, print_table
 from protocols import quantities
 from protocols.arbitration import Priority
-from protocols.errors import ConfigError, HeadendError, LocalProtocolError
+from protocols.client import MeterClient
+from protocols.errors import ConfigError, FrameError, HeadendError, LocalProtocolError
 from protocols.factory import open_client
+from protocols.reading import Reading
 
-__all__ = ["read_items", "register"]
+__all__ = ["read_items", "read_on_client", "register"]
 
 _DI = re.compile(r"^[0-9A-Fa-f]{8}$|^[0-9A-Fa-f]{4}$")
 
@@ -61,32 +64,48 @@ async def read_items(
     DL/T 645 DIs are decoded with the DI registry; quantity codes give one reading each.
     Raises :class:`HeadendError` subclasses (no reply, abnormal reply, bad frame, transport).
     """
-    kinds = classify(items)
+    classify(items)  # bad items fail before the port is opened
     if reply_timeout is not None:
         options["timeout"] = reply_timeout
     client = open_client(protocol, url, **options)
-    out: list[dict[str, Any]] = []
     try:
-        for kind, item in kinds:
-            if kind == "di":
-                if protocol != "dlt645":
-                    raise ConfigError(f"data identifiers need --protocol dlt645 (got {protocol})")
-                from protocols.dlt645.client import Dlt645Client
-
-                assert isinstance(client, Dlt645Client)
-                d = await client.read_decoded(meter, item, version=1997 if len(item) == 4 else 2007,
-                                              priority=priority)
-                d["item"] = item
-                out.append(d)
-            else:
-                (r,) = await client.read(meter, [item], priority=priority)
-                out.append({
-                    "item": item, "quantity": r.quantity, "name": quantities.get(r.quantity).description,
-                    "value": _num(r.value), "unit": r.unit, "quality": r.quality.name or "GOOD",
-                    "meter": r.meter, "ts": r.ts.isoformat(),
-                })
+        return await read_on_client(client, meter, items, priority=priority)
     finally:
         await client.aclose()
+
+
+async def read_on_client(
+    client: MeterClient, meter: str, items: Sequence[str], *, priority: Priority = Priority.ON_DEMAND,
+) -> list[dict[str, Any]]:
+    """Read ``items`` (DIs or quantity codes) from one meter on an open client: one JSON-ready dict
+    per item, in the order asked. DIs need a DL/T 645 client; quantity codes go to the client
+    in one call, so it can coalesce them (DL/T 645 block DIs, contiguous Modbus registers)."""
+    kinds = classify(list(items))
+    codes = list(dict.fromkeys(item for kind, item in kinds if kind == "quantity"))
+    by_code: dict[str, Reading] = {}
+    if codes:
+        for reading in await client.read(meter, codes, priority=priority):
+            by_code.setdefault(reading.quantity, reading)
+    out: list[dict[str, Any]] = []
+    for kind, item in kinds:
+        if kind == "di":
+            from protocols.dlt645.client import Dlt645Client
+
+            if not isinstance(client, Dlt645Client):
+                raise ConfigError(f"data identifiers need a DL/T 645 channel ({item}); use quantity codes")
+            d = await client.read_decoded(meter, item, version=1997 if len(item) == 4 else 2007,
+                                          priority=priority)
+            d["item"] = item
+            out.append(d)
+        else:
+            r = by_code.get(item)
+            if r is None:
+                raise FrameError("format", f"meter {meter} replied without {item}")
+            out.append({
+                "item": item, "quantity": r.quantity, "name": quantities.get(r.quantity).description,
+                "value": _num(r.value), "unit": r.unit, "quality": r.quality.name or "GOOD",
+                "meter": r.meter, "ts": r.ts.isoformat(),
+            })
     return out
 
 

@@ -219,3 +219,14 @@ def test_read_table_names_the_set_bits_of_status_words() -> None:
     assert _fmt_value(word3) == "80 (relay_open, relay_command_open)"
     assert _fmt_value({"values": [word3, {"name": "word4", "value": 0, "flags": []}]}) == (
         "word3=80 (relay_open, relay_command_open), word4=0")
+
+
+def test_read_quantities_share_one_block_request() -> None:
+    with ThreadedSim(meters=1, transport="tcp") as sim:
+        r = runner.invoke(app, ["read", "000000000001", "voltage.a", "voltage.b", "00010000", "voltage.c",
+                                "--port", sim.url, "--json"])
+        assert r.exit_code == 0, r.output
+        items = json.loads(r.stdout)["items"]
+        assert [i["item"] for i in items] == ["voltage.a", "voltage.b", "00010000", "voltage.c"]  # as asked
+        dis = [f.frame.data[:4][::-1].hex().upper() for f in sim.received]
+        assert dis == ["0201FF00", "00010000"]  # the three voltages in one block read
