@@ -51,3 +51,41 @@ async def test_daemon_runs_mqtt_ingest_plugin(mqtt_broker, mqtt_prefix, fresh_ds
         daemon.stop()
         await asyncio.wait_for(runner, 15)
     assert {r.source for r in ingestor.readings} == {"mqtt"}
+
+
+async def test_demo_hooks(fresh_dsn, tmp_path):
+    """simulators.mqtt.demo:setup starts a broker + fleet and the plug-in; :stage controls and reports."""
+    import contextlib
+
+    from rich.console import Console
+
+    from headend.demo import DemoContext
+    from headend.storeglue import open_ingestor
+    from headend.timebase import wrap_clock
+    from simulators.mqtt import demo
+
+    settings = load_settings()
+    settings.data_dir = tmp_path
+    settings.mqtt = MqttSettings(host=None, topic_prefix=f"demo{uuid.uuid4().hex[:6]}",
+                                 client_id=f"d-{uuid.uuid4().hex[:8]}")
+    async with contextlib.AsyncExitStack() as stack:
+        ctx = DemoContext(settings, fresh_dsn, wrap_clock(None), Console(quiet=True), stack)
+        await demo.setup(ctx)
+        assert settings.mqtt.host == "127.0.0.1" and "headend.mqtt_ingest" in settings.daemon.plugins
+        settings.daemon = settings.daemon.model_copy(update={
+            "name": "demo-mqtt", "listen": "", "leases": LeaseConfig(enabled="off"), "drain_timeout": 2.0,
+            "channels": [ChannelConfig(name="mq", protocol="mqtt",
+                                       url=f"mqtt://127.0.0.1:{settings.mqtt.port}?prefix={settings.mqtt.topic_prefix}",
+                                       meters=["LMT00001"])]})
+        ingestor = await open_ingestor(settings, fresh_dsn)
+        stack.push_async_callback(ingestor.aclose)
+        ctx.daemon = Daemon(settings, dsn=fresh_dsn, ingestor=ingestor, name="demo-mqtt")
+        runner = asyncio.create_task(ctx.daemon.run())
+        await wait_for(lambda: query(fresh_dsn, "SELECT 1 FROM register_reads WHERE source = 'mqtt' LIMIT 1"),
+                       what="telemetry stored")
+        ctx.daemon.stop()
+        await asyncio.wait_for(runner, 15)
+        await demo.stage(ctx)
+    assert "purchase 100 kWh: accepted" in ctx.summary["mqtt load control"]
+    assert "unknown outcome" in ctx.summary["mqtt load control"]
+    assert "telemetry readings" in ctx.summary["mqtt stored"]
