@@ -1,6 +1,6 @@
 """MQTT telemetry from the simulated fleet into the database vs a bare aiomqtt subscriber, in one run.
 
-    python -m bench.bench_mqtt [--terminals 1000] [--count 20000] [--rate 1000] [--paced 5000]
+    python -m bench.bench_mqtt [--terminals 1000] [--count 20000] [--rounds 5] [--rate 300] [--paced 3000]
                                [--broker mqtt://127.0.0.1:1883] [--dsn postgresql://...]
 
 The fleet (``simulators.mqtt``, one MQTT connection per terminal) runs in a subprocess; this
@@ -402,6 +402,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "terminals": args.terminals, "count": args.count, "rounds": args.rounds,
         "values_per_message": 8, "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     })
     return results
 
@@ -411,8 +412,8 @@ def main() -> None:
     ap.add_argument("--terminals", type=int, default=1000)
     ap.add_argument("--count", type=int, default=20000, help="messages in the flood phase")
     ap.add_argument("--rounds", type=int, default=5, help="paired bare/head-end rounds (median ratio)")
-    ap.add_argument("--paced", type=int, default=5000, help="messages in the paced (latency) phase")
-    ap.add_argument("--rate", type=float, default=1000.0, help="paced publish rate, msg/s")
+    ap.add_argument("--paced", type=int, default=3000, help="messages in the paced (latency) phase")
+    ap.add_argument("--rate", type=float, default=300.0, help="paced publish rate, msg/s")
     ap.add_argument("--broker", help="mqtt://HOST:PORT (default: 127.0.0.1:1883 if it answers, else amqtt)")
     ap.add_argument("--dsn", help="existing migrated database (default: a fresh one on 127.0.0.1:5432)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
