@@ -21,6 +21,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -43,7 +44,7 @@ class SyntheticProfile:
     def demand_kw(self, meter_index: int, t: datetime) -> float:
         slot = int(t.timestamp()) // self.interval_s
         rng = random.Random(hash((self.seed, meter_index, slot)))
-        scale = 0.6 + 0.8 * random.Random(hash((self.seed, meter_index))).random()
+        scale = _meter_scale(self.seed, meter_index)
         h = (t.hour + t.minute / 60.0) % 24
         weekend = t.weekday() >= 5
         morning = math.exp(-(((h - (8.5 if weekend else 7.5)) / 1.2) ** 2))
@@ -51,6 +52,12 @@ class SyntheticProfile:
         midday = 0.35 * math.exp(-(((h - 13.0) / 2.5) ** 2)) if weekend else 0.0
         kw = self.base_kw + self.peak_kw * (0.55 * morning + evening + midday)
         return max(0.02, scale * kw * (0.8 + 0.4 * rng.random()))
+
+
+@lru_cache(maxsize=65536)
+def _meter_scale(seed: int, meter_index: int) -> float:
+    """A meter's household size (0.6..1.4), fixed per (seed, meter): seeded once, not per interval."""
+    return 0.6 + 0.8 * random.Random(hash((seed, meter_index))).random()
 
 
 def _open_text(path: Path) -> io.TextIOBase:
