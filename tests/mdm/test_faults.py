@@ -98,6 +98,7 @@ def test_ingester_sigkilled_and_restarted(fresh_dsn: str, tmp_path: Path) -> Non
     spool, progress = tmp_path / "spool", tmp_path / "acked"
     # 1st kill while writing to the database
     acked1 = _kill_when(_child(fresh_dsn, spool, 0, progress), progress, 200_000)
+    assert acked1 < N, "killed before the end"
     # restart a little before the last ack (replays must be harmless), 2nd kill during an outage,
     # i.e. while the child is appending to its spool
     restart = max(0, acked1 - 40_000)
@@ -109,6 +110,7 @@ def test_ingester_sigkilled_and_restarted(fresh_dsn: str, tmp_path: Path) -> Non
     try:
         spooled_until = _acked(progress) + 60_000
         acked2 = _kill_when(proc, progress, spooled_until)
+        assert acked2 < N, "killed before the end"
         assert any(spool.glob("spool-*.log")), "the outage must have been spooled"
     finally:
         _allow(fresh_dsn, True)
