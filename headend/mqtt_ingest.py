@@ -347,7 +347,8 @@ async def run_mqtt_ingest(
 
 async def run(daemon: Any) -> None:
     """Daemon plug-in: ``[daemon] plugins = ["headend.mqtt_ingest"]`` runs MQTT ingest inside ``headend run``,
-    into the daemon's own ingestor and database, until the daemon stops."""
+    into the daemon's own ingestor and database, until the daemon stops. With the ``headend.loadmon``
+    plug-in too, telemetry passes the load monitor (limit crossings -> load_events)."""
     if daemon.dsn is None:
         LOGGER.error("MQTT ingest plug-in: the daemon has no database; not started")
         return
@@ -355,6 +356,14 @@ async def run(daemon: Any) -> None:
     if ingestor is None:
         LOGGER.error("MQTT ingest plug-in: the daemon has no ingestor; not started")
         return
+    if "headend.loadmon" in daemon.settings.daemon.plugins:  # MQTT telemetry passes the load monitor too
+        from headend.loadmon import MonitoredSink
+
+        for _ in range(50):  # the plug-ins start together: give loadmon a moment to set daemon.load_monitor
+            if getattr(daemon, "load_monitor", None) is not None:
+                break
+            await asyncio.sleep(0.02)
+        ingestor = MonitoredSink.for_daemon(daemon, ingestor)
     name = getattr(daemon, "name", "") or "daemon"
     service = MqttIngestService(daemon.settings.mqtt, ingestor, daemon.dsn,
                                 client_id=f"{daemon.settings.mqtt.client_id}-{name}-ingest")

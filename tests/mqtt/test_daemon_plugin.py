@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from headend.daemon import Daemon
 from headend.fleetconfig import ChannelConfig, DaemonSettings, LeaseConfig
+from headend.loadmon import LimitConfig, LoadSettings
 from headend.settings import MqttSettings, load_settings
 from protocols.reading import Reading
 from simulators.mqtt import MqttTerminalFleet
@@ -28,11 +29,12 @@ async def test_daemon_runs_mqtt_ingest_plugin(mqtt_broker, mqtt_prefix, fresh_ds
     settings.mqtt = MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port, topic_prefix=mqtt_prefix,
                                  client_id=f"d-{uuid.uuid4().hex[:8]}")
     settings.daemon = DaemonSettings(name="mqtt-test", listen="", leases=LeaseConfig(enabled="off"), kpi_flush=0.5,
-                                     drain_timeout=2.0, plugins=["headend.mqtt_ingest"],
+                                     drain_timeout=2.0, plugins=["headend.mqtt_ingest", "headend.loadmon"],
                                      # the terminals are also a request/response channel (reads by command)
                                      channels=[ChannelConfig(name="mq", protocol="mqtt",
                                                              url=f"{mqtt_broker.url}?prefix={mqtt_prefix}",
                                                              meters=["LMT00001", "LMT00002"])])
+    settings.load = LoadSettings(limits=[LimitConfig(target="LMT00002", power_kw=0.001)])  # always exceeded
     ingestor = ListIngestor()
     daemon = Daemon(settings, dsn=fresh_dsn, ingestor=ingestor, name="mqtt-test")
     runner = asyncio.create_task(daemon.run())
@@ -47,6 +49,9 @@ async def test_daemon_runs_mqtt_ingest_plugin(mqtt_broker, mqtt_prefix, fresh_ds
             await fleet.publish_telemetry(fleet.terminals["LMT00002"])
             await wait_for(lambda: any(r.meter == "LMT00002" for r in ingestor.readings), what="readings via daemon")
             await wait_for(lambda: query(fresh_dsn, "SELECT 1 FROM mqtt_dead_letters"), what="dead letter")
+            # MQTT telemetry passes the load monitor: the crossing is stored like a polled terminal's
+            await wait_for(lambda: query(fresh_dsn, "SELECT 1 FROM load_events WHERE meter = 'LMT00002'"
+                                                    " AND kind = 'power_limit_exceeded'"), what="load event")
     finally:
         daemon.stop()
         await asyncio.wait_for(runner, 15)
