@@ -408,8 +408,16 @@ class Daemon(ResultListener):
         if self.dsn is None:
             return
 
+        batch = self.kpi.take()
+        if batch:
+            assert self.dsn is not None
+            try:
+                await asyncio.to_thread(self.kpi.write_sync, self.dsn, batch)
+            except (psycopg.Error, OSError) as exc:
+                self.kpi.restore(batch)
+                LOGGER.warning("kpi: database error: %s", exc)
+
         async def write(db: psycopg.AsyncConnection[Any]) -> None:
-            await self.kpi.flush(db)
             flags, self.clocks.pending_flags = self.clocks.pending_flags, []
             syncs, self.clocks.syncs_unsaved = self.clocks.syncs_unsaved, []
             try:

@@ -67,6 +67,17 @@ class KpiRecorder:
             p.failed += c.failed
             p.backfilled += c.backfilled
 
+    def write_sync(self, dsn: str, batch: dict[_Key, _Counts]) -> int:
+        """Upsert ``batch`` on its own connection (run in a thread: at fleet scale, adapting
+        hundreds of thousands of values must not stall the event loop that drives the buses)."""
+        cols: list[list[Any]] = [[], [], [], [], [], [], [], []]
+        for (d, m, p, ch), c in batch.items():
+            for col, v in zip(cols, (d, m, p, ch, c.due, c.ok, c.failed, c.backfilled), strict=True):
+                col.append(v)
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            conn.execute(_UPSERT, cols)
+        return len(batch)
+
     async def flush(self, conn: psycopg.AsyncConnection[Any]) -> int:
         batch = self.take()
         if not batch:
@@ -79,16 +90,7 @@ class KpiRecorder:
             async with conn.cursor() as cur:
                 # one statement over arrays: a fleet's counters in one round trip, no per-row work
                 await cur.execute(
-                    """
-                    INSERT INTO collection_kpi AS k (day, meter, plan, channel, due, ok, failed, backfilled)
-                    SELECT * FROM unnest(%s::date[], %s::text[], %s::text[], %s::text[],
-                                         %s::int[], %s::int[], %s::int[], %s::int[])
-                    ON CONFLICT (day, meter, plan) DO UPDATE SET
-                        channel = EXCLUDED.channel,
-                        due = k.due + EXCLUDED.due, ok = k.ok + EXCLUDED.ok,
-                        failed = k.failed + EXCLUDED.failed, backfilled = k.backfilled + EXCLUDED.backfilled,
-                        updated_at = now()
-                    """,
+                    _UPSERT,
                     cols,
                 )
             await conn.commit()
@@ -97,6 +99,17 @@ class KpiRecorder:
             self.restore(batch)
             raise
         return len(batch)
+
+
+_UPSERT = """
+INSERT INTO collection_kpi AS k (day, meter, plan, channel, due, ok, failed, backfilled)
+SELECT * FROM unnest(%s::date[], %s::text[], %s::text[], %s::text[], %s::int[], %s::int[], %s::int[], %s::int[])
+ON CONFLICT (day, meter, plan) DO UPDATE SET
+    channel = EXCLUDED.channel,
+    due = k.due + EXCLUDED.due, ok = k.ok + EXCLUDED.ok,
+    failed = k.failed + EXCLUDED.failed, backfilled = k.backfilled + EXCLUDED.backfilled,
+    updated_at = now()
+"""
 
 
 @dataclass(frozen=True, slots=True)
