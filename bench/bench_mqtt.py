@@ -6,7 +6,7 @@
 The fleet (``simulators.mqtt``, one MQTT connection per terminal) runs in a subprocess; this
 process runs the consumer. For each consumer, on the same broker and the same fleet:
 
-1. **flood**: ``--count`` telemetry messages (8 values each) as fast as the fleet publishes;
+1. **flood**: ``--count`` telemetry messages (7 values each) as fast as the fleet publishes;
    throughput = messages / (last message done - first message received);
 2. **paced**: ``--paced`` messages at ``--rate`` msg/s; end-to-end latency p50/p99 =
    (done - the telemetry's own ``ts``, stamped when the terminal publishes).
@@ -400,11 +400,17 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     results.update({
         "ratio": round(ratio, 3), "goal": 0.8, "broker": kind, "mode": "drain" if drain else "live",
         "terminals": args.terminals, "count": args.count, "rounds": args.rounds,
-        "values_per_message": 8, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "values_per_message": _values_per_message(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     })
     return results
+
+
+def _values_per_message() -> int:
+    from simulators.mqtt.fleet import SimTerminal
+
+    return len(SimTerminal("X", 0).values())
 
 
 def main() -> None:

@@ -201,8 +201,8 @@ class MqttIngestService:
                     if self._db is not None:
                         await self._db.close()
                 self._db = None
-                if stop.is_set() and final:
-                    LOGGER.error("MQTT ingest: stopping with %d unstored messages", len(batch))
+                if stop.is_set() and (final or self.stats.store_retries > 3):  # do not block a shutdown
+                    LOGGER.error("MQTT ingest: stopping with %d unstored messages (store unavailable)", len(batch))
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
