@@ -66,7 +66,7 @@ from protocols.dlt645.events import (
 from protocols.dlt645.frame import BROADCAST, WILDCARD, encode_frame
 from protocols.dlt645.quirks import DEFAULT_QUIRKS, Quirks
 from protocols.dlt645.registry import Decoded
-from protocols.dlt645.services import FollowUpAssembler, encode_request
+from protocols.dlt645.services import FollowUpAssembler, encode_request, masked_hex
 from protocols.errors import (
     CircuitOpenError,
     DeviceError,
@@ -143,6 +143,7 @@ class Dlt645Client(MeterClient, RelayControl):
         preamble: int | None = None,
     ) -> None:
         self.channel = channel
+        channel.trace_format = masked_hex  # passwords and operator codes never reach the trace
         self.retries = max(0, int(retries))
         if isinstance(breaker, CircuitBreaker):
             self.breaker: CircuitBreaker | None = breaker

@@ -67,6 +67,7 @@ __all__ = [
     "encode_request",
     "frame_version",
     "function_name",
+    "masked_hex",
     "parse_reply",
     "parse_request",
     "reply_bytes",
@@ -627,3 +628,47 @@ class FollowUpAssembler:
             raise FrameError("format", f"DI {decoded.di_str}: {decoded.error} ({len(data)} data bytes)")
         return ReadResponse(f.address, f.di, data, False, None, f.function, f.version, decoded)
 
+
+
+# ------------------------------------------------------------------ secrets in traces
+
+#: Requests that carry a password and operator code: (offset of PA in DATA, bytes after PA to hide).
+#: 04H is the 1997 write (DI + PA + P0..P2); 2007 has no 04H function.
+SECRET_FIELDS: dict[int, tuple[tuple[int, int], ...]] = {
+    0x04: ((2, 3),),
+    0x14: ((4, 7),),  # DI + PA + P0..P2 + C0..C3
+    0x18: ((4, 3), (8, 3)),  # DI + old PA P0..P2 + new PA P0..P2
+    0x19: ((0, 7),),
+    0x1A: ((0, 7),),
+    0x1B: ((0, 7),),
+    0x1C: ((0, 7),),
+}
+
+
+def masked_hex(raw: bytes) -> str:
+    """Hex of wire bytes (one frame, or a stream of frames and noise) for logs, with the password
+    and operator-code bytes of every frame that carries them shown as ``**``, and that frame's
+    checksum too (it would give away the sum of the secret bytes). The PA level stays visible;
+    the reply to 18H (it echoes the new password) is masked after its first byte."""
+    parts = [f"{b:02x}" for b in raw]
+    i, n = 0, len(raw)
+    while i + 12 <= n:
+        if raw[i] != 0x68 or raw[i + 7] != 0x68:
+            i += 1
+            continue
+        control, length = raw[i + 8], raw[i + 9]
+        data_at = i + 10
+        end = data_at + length + 2  # checksum and 16H
+        hide: list[int] = []
+        if not control & 0x80:
+            for pa, count in SECRET_FIELDS.get(control & 0x1F, ()):
+                hide += [k for k in range(pa + 1, pa + 1 + count) if k < length]
+        elif control & 0x1F == 0x18 and not control & 0x40:
+            hide += list(range(1, length))
+        for k in hide:
+            if data_at + k < n:
+                parts[data_at + k] = "**"
+        if hide and data_at + length < n:
+            parts[data_at + length] = "**"
+        i = end if end <= n else i + 1
+    return " ".join(parts)

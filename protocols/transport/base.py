@@ -17,6 +17,7 @@ import asyncio
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from protocols.errors import ConfigError, NoResponseError, TransportError
@@ -36,6 +37,10 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _hex(data: bytes) -> str:
+    return data.hex(" ")
+
+
 class ChannelABC(abc.ABC):
     """A half-duplex byte channel. Not safe for concurrent requests: callers arbitrate.
 
@@ -53,6 +58,8 @@ class ChannelABC(abc.ABC):
         self.bytes_tx = 0
         self.bytes_rx = 0
         self._rx_trace = bytearray()  # received bytes not yet in the trace (one RX line per reply)
+        # How bytes appear in the trace; a protocol client sets one that hides secrets.
+        self.trace_format: Callable[[bytes], str] = _hex
 
     # -- backend hooks -------------------------------------------------------------
     @abc.abstractmethod
@@ -129,7 +136,7 @@ class ChannelABC(abc.ABC):
             await asyncio.sleep(wait)
         if TRACE_LOG.isEnabledFor(TRACE):
             self.trace_flush()
-            TRACE_LOG.log(TRACE, "%s %s %s", self.name, "TX", data.hex(" "))
+            TRACE_LOG.log(TRACE, "%s %s %s", self.name, "TX", self.trace_format(data))
         try:
             self._write(data)
         except OSError as exc:
@@ -157,7 +164,7 @@ class ChannelABC(abc.ABC):
         """
         if self._rx_trace:
             data, self._rx_trace = bytes(self._rx_trace), bytearray()
-            TRACE_LOG.log(TRACE, "%s %s %s", self.name, "RX", data.hex(" "))
+            TRACE_LOG.log(TRACE, "%s %s %s", self.name, "RX", self.trace_format(data))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec}>"

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from protocols.dlt645.frame import BROADCAST, Deframer, Frame, encode_frame
 from protocols.dlt645.quirks import DEFAULT_QUIRKS, Quirks
+from protocols.dlt645.services import masked_hex
 from protocols.transport import virtual
 from simulators.clock import SimClock
 from simulators.dlt645.meter import SimMeter
@@ -314,7 +315,7 @@ class MeterBusSimulator:
                 raw = encode_frame(ev, preamble=ev.preamble)
                 self.received.append(ReceivedFrame(time.time(), raw, ev))
                 if TRACE_LOG.isEnabledFor(TRACE):
-                    TRACE_LOG.log(TRACE, "%s %s %s", f"sim:{self.url}", "RX", raw.hex(" "))
+                    TRACE_LOG.log(TRACE, "%s %s %s", f"sim:{self.url}", "RX", masked_hex(raw))
                 conn.queue.put_nowait((raw, ev))
 
     # -- the line ------------------------------------------------------------------------
@@ -377,7 +378,7 @@ class MeterBusSimulator:
             await self._sleep_until(t0 + delay)
             conn.write(out)
         if TRACE_LOG.isEnabledFor(TRACE):
-            TRACE_LOG.log(TRACE, "%s %s %s", f"sim:{self.url}", "TX", out.hex(" "))
+            TRACE_LOG.log(TRACE, "%s %s %s", f"sim:{self.url}", "TX", masked_hex(out))
         self.stats.replies += 1
         self.stats.bytes_out += len(out)
 

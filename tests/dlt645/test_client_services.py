@@ -272,3 +272,24 @@ async def test_event_counters_and_last_records(tcp_bus: Bus) -> None:
         assert (await client.read_decoded(M1, count_di))["value"] == 1
     with pytest.raises(DeviceError):  # no voltage-loss record of phase A beyond the count
         await client.read_raw(M1, "03010103")
+
+
+async def test_passwords_and_operator_codes_never_reach_the_trace(tcp_bus: Bus,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Both the master's and the simulator's trace hide PW and operator bytes (and the checksum)."""
+    sim, client = tcp_bus
+    secret = Credentials(password="654321", password_level=2, operator="87654321")
+    sim.meters[M1].passwords[2] = "654321"
+    until = datetime.now(UTC) + timedelta(minutes=5)
+    with caplog.at_level(5, logger="headend.trace"):
+        assert (await client.control(M1, RelayCommand.ALARM_ON, secret, until)).accepted
+        await client.write(M1, 0x04000103, 15, secret)
+        await client.change_password(M1, secret, 2, "135724")
+    lines = [r.getMessage() for r in caplog.records if r.name == "headend.trace"]
+    assert len(lines) == 12  # 3 exchanges x (master TX/RX + simulator RX/TX)
+    wire_forms = {bytes(b + 0x33 & 0xFF for b in bytes.fromhex(s)[::-1]).hex(" ") for s in
+                  ("654321", "87654321", "135724")}
+    for line in lines:
+        assert not any(form in line for form in wire_forms), line
+    assert sum(" 1c 10 35 ** ** ** ** ** ** ** " in x for x in lines) == 2  # PA (level 2) stays visible
+    assert (await client.read(M1, ["voltage.a"]))[0].value > 200  # nothing else is masked

@@ -409,3 +409,18 @@ def test_describe_never_raises_on_any_valid_frame(control: int, data: bytes) -> 
 
     out = describe_frame(encode_frame(Frame(M, control, data)))
     assert out["valid"] is True and out["control"] == f"{control:02X}"
+
+
+def test_masked_hex_hides_passwords_and_operator_codes_in_any_stream() -> None:
+    from protocols.dlt645.services import masked_hex
+
+    pw = Password(2, "123456")
+    write97 = wire(WriteData(M, 0xC011, bytes.fromhex("00 00 12"), pw, version=1997), Quirks(request_preamble=0))
+    assert masked_hex(write97).split()[10:17] == ["44", "f3", "35", "**", "**", "**", "33"]  # DI, PA, P0..P2, data
+    control = wire(RemoteControl(M, ControlCommand.TRIP, datetime(2026, 1, 1), pw, "12345678"))
+    echo_reply = reply_bytes(Ack(M, 0x18, bytes.fromhex("02 56 34 12")))  # 18H reply echoes the new password
+    text = masked_hex(b"\x00\x68" + control + echo_reply)
+    assert text.count("**") == 8 + 4  # 1C: 7 secret bytes + CS; 18H reply: 3 + CS
+    assert "89 67 45" not in text and "35 **" in text and text.startswith("00 68 fe fe")
+    plain = wire(ReadRequest(M, 0x00010000))
+    assert masked_hex(plain) == plain.hex(" ")
