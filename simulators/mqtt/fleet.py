@@ -457,9 +457,15 @@ class MqttTerminalFleet:
         if term.conn is None:
             return
         self.stats.drops += 1
-        term.conn.drop()
-        await asyncio.sleep(0.05)
-        await term.conn.stop()
+        conn = term.conn
+        conn.drop()
+        # let aiomqtt notice and clean up the dead socket itself before the task is cancelled
+        for _ in range(100):
+            if not conn.connected:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.02)
+        await conn.stop()
         if offline_for is not None:
             self._spawn(self._later(offline_for, term))
 
