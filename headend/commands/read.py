@@ -114,7 +114,7 @@ _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
 
 def _fmt_one(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:g}"
+        return repr(round(v, 6))  # 219.0 V, 1031.06 kWh: as the meter sent them
     if isinstance(v, str) and _ISO_TIME.match(v):
         return v.replace("T", " ")  # meter times: 2026-11-27 15:21:44
     return "" if v is None else str(v)
