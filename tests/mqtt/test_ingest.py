@@ -87,3 +87,28 @@ async def test_events_and_last_will_status(mqtt_broker, mqtt_prefix, settings_fo
         log = await query(fresh_dsn, "SELECT state FROM mqtt_status_log WHERE terminal='LMT00002' ORDER BY id")
         assert [r[0] for r in log] == ["online", "offline", "online"]
         await asyncio.sleep(0)
+
+
+async def test_dead_letters_survive_a_lost_database_connection(mqtt_broker, mqtt_prefix, settings_for, fresh_dsn,
+                                                               pg_server_dsn):
+    """The ingest's own connection is killed (pg_terminate_backend on our test database only): the next
+    invalid message is still stored after the reconnect, not dropped."""
+    import psycopg
+
+    from mdm.db import database_name
+
+    settings = settings_for(mqtt_broker, mqtt_prefix)
+    async with ingest_running(settings, fresh_dsn) as svc, aiomqtt.Client(
+        mqtt_broker.host, mqtt_broker.port, identifier=f"{mqtt_prefix}-pub"
+    ) as pub:
+        topic = f"{mqtt_prefix}/terminal/X1/telemetry"
+        await pub.publish(topic, b"first bad", qos=1)
+        await wait_for(lambda: svc.stats.dead_letters >= 1, what="first dead letter")
+        async with await psycopg.AsyncConnection.connect(pg_server_dsn, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                " WHERE datname = %s AND pid <> pg_backend_pid()", (database_name(fresh_dsn),))
+        await pub.publish(topic, b"second bad", qos=1)
+        await wait_for(lambda: svc.stats.dead_letters >= 2, what="second dead letter after the reconnect")
+        rows = await query(fresh_dsn, "SELECT payload FROM mqtt_dead_letters ORDER BY id")
+        assert [bytes(r[0]) for r in rows] == [b"first bad", b"second bad"]
+        assert svc.stats.store_retries >= 1
