@@ -46,6 +46,7 @@ COMMAND_MODULES: list[str] = [
     "headend.commands.meters",
     "headend.commands.reads",  # defines reads_app (show|daily|import); reads_edit below extends it
     "headend.commands.reads_edit",  # adds `reads edit|versions` to the store's reads group
+    "headend.commands.mqtt",  # mqtt ingest|dead-letters|terminals
 ]
 
 

@@ -76,15 +76,17 @@ def sim_mqtt(
             local = InProcessBroker()
             await local.start()
             h, p = local.host, local.port
-            console.print(f"in-process broker: {local.url}", highlight=False)
+            (console.print if not json_out else _stderr)(f"in-process broker: {local.url}")
         fleet = MqttTerminalFleet(h, p, terminals, prefix=topic_prefix, first=first, interval=interval, speed=speed,
                                   profile=profile, faults=fault_cfg, seed=seed, event_rate=event_rate)
         t0 = time.monotonic()
         try:
-            with console.status(f"connecting {terminals} terminals to mqtt://{h}:{p} ..."):
+            with console.status(f"connecting {terminals} terminals to mqtt://{h}:{p} ...") if not json_out \
+                    else contextlib.nullcontext():
                 await fleet.start()
-            console.print(f"{terminals} terminals {fleet.ids[0]} .. {fleet.ids[-1]} on mqtt://{h}:{p}, "
-                          f"prefix {topic_prefix!r}, telemetry every {interval:g} s", highlight=False)
+            if not json_out:
+                console.print(f"{terminals} terminals {fleet.ids[0]} .. {fleet.ids[-1]} on mqtt://{h}:{p}, "
+                              f"prefix {topic_prefix!r}, telemetry every {interval:g} s", highlight=False)
             end = t0 + duration if duration > 0 else None
             while end is None or time.monotonic() < end:
                 await asyncio.sleep(min(5.0, end - time.monotonic()) if end else 5.0)
@@ -108,6 +110,12 @@ def sim_mqtt(
             raise fail(exc) from None
     if json_out:
         print_json(summary)
+
+
+def _stderr(text: str) -> None:
+    import sys
+
+    sys.stderr.write(text + "\n")
 
 
 def vars_of(obj: Any) -> dict[str, Any]:
