@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from protocols.client import Credentials
+from protocols.dlt645.services import masked_hex
 from protocols.errors import ConfigError
 
 __all__ = [
@@ -58,15 +59,6 @@ LOGGER = logging.getLogger(__name__)
 
 MASK = "***"
 _HEX = set("0123456789abcdefABCDEF")
-#: DL/T 645 functions whose request carries PA P0 P1 P2 C0..C3: offset of PA in DATA, bytes to mask after PA.
-_AUTH_AT: dict[int, list[tuple[int, int]]] = {
-    0x14: [(4, 7)],  # DI + PA + P0..P2 + C0..C3
-    0x18: [(4, 3), (8, 3)],  # DI + old PA+PW + new PA+PW
-    0x19: [(0, 7)],
-    0x1A: [(0, 7)],
-    0x1B: [(0, 7)],
-    0x1C: [(0, 7)],
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,35 +163,12 @@ def mask_text(text: str, secrets: Iterable[str]) -> str:
 
 
 def mask_frame(raw: bytes) -> str:
-    """Hex of a frame with the password and operator-code bytes shown as ``**``.
+    """Hex of a frame with the password and operator-code bytes (and the checksum) shown as ``**``.
 
-    DL/T 645 frames of the functions that carry them are masked by position; anything
-    that is not a DL/T 645 frame is returned as plain hex (callers still run mask_text).
+    The DL/T 645 codec owns which bytes carry secrets; anything else is plain hex (callers
+    still run mask_text).
     """
-    i = 0
-    while i < len(raw) and raw[i] == 0xFE:
-        i += 1
-    parts = [f"{b:02x}" for b in raw]
-    if len(raw) >= i + 12 and raw[i] == 0x68 and raw[i + 7] == 0x68:
-        fn = raw[i + 8] & 0x1F
-        is_request = not raw[i + 8] & 0x80
-        data_at = i + 10
-        length = raw[i + 9]
-        masked = False
-        if is_request:
-            for off, n in _AUTH_AT.get(fn, []):
-                for k in range(off + 1, off + 1 + n):  # PA (level) stays visible
-                    if k < length and data_at + k < len(parts):
-                        parts[data_at + k] = "**"
-                        masked = True
-        elif fn == 0x18 and length >= 4:  # the reply to a password change echoes the new password
-            for k in range(1, length):
-                if data_at + k < len(parts):
-                    parts[data_at + k] = "**"
-                    masked = True
-        if masked and data_at + length < len(parts):
-            parts[data_at + length] = "**"  # the checksum would give away the sum of the secret bytes
-    return " ".join(parts)
+    return masked_hex(raw)
 
 
 _installed: dict[str, Any] = {"secrets": set(), "factory": None, "previous": None}
