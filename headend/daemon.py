@@ -190,6 +190,7 @@ class Daemon(ResultListener):
         self.stopping = asyncio.Event()
         self.started_at = time.monotonic()
         self.loop_lag = 0.0  # worst event-loop lag over the last minute, seconds
+        self._registry_dirty = False
         self._db: psycopg.AsyncConnection[Any] | None = None
         self._db_lock = asyncio.Lock()
         self._tg: asyncio.TaskGroup | None = None
@@ -279,7 +280,7 @@ class Daemon(ResultListener):
         self.scheduler.add_channel(ch)
         self._backfill_now.add((name, "*"))
         self._backfill_wake.set()
-        self._register()
+        self._registry_dirty = True  # written by the lag loop: once per batch of lease changes
         LOGGER.info("polling channel %s (%d meters)", name, len(ch.meters), extra={"channel": name})
 
     def stop_channel(self, name: str) -> None:
@@ -289,7 +290,7 @@ class Daemon(ResultListener):
             ch.stop()
             ch.drop_queued()
         self._channel_tasks.pop(name, None)
-        self._register()
+        self._registry_dirty = True
 
     def _register(self) -> None:
         if self.registration is not None:
@@ -461,6 +462,9 @@ class Daemon(ResultListener):
             while window and window[0][0] < now - 60:
                 window.popleft()
             self.loop_lag = max(v for _, v in window)
+            if self._registry_dirty:
+                self._registry_dirty = False
+                self._register()
 
     async def _lease_or_take_all(self) -> None:
         names = sorted(self.channel_configs)

@@ -111,8 +111,8 @@ class Scheduler:
     async def run(self) -> None:
         while True:
             # in slices, so a fleet-wide slot boundary does not stall the buses already polling
-            for _ in range(10_000):
-                if self.due_now(limit=1000) < 1000:
+            for _ in range(100_000):
+                if self.due_now(limit=200) < 200:
                     break
                 await asyncio.sleep(0)
             self._wake.clear()
