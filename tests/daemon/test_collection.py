@@ -140,7 +140,6 @@ async def test_priority_preemption_and_ipc_read(daemon_dsn: str, tmp_path: Path)
     first_call = order.index("call:ok")
     # at most the job in flight when the request arrived (and one taken meanwhile) went first
     assert first_call <= done_before + 2, (done_before, order)
-    assert order.count("bulk:ok") > first_call - done_before + 1 or "bulk:ok" in order[first_call:], order
     assert order.index("fill:ok") < order.index("bulk:ok", first_call), order  # backfill before scheduled
     assert ipc.find_daemon(tmp_path, url) is None  # unregistered on exit
     assert health["status"] == "ok" and health["channels_up"] == 1 and health["meters"] == 6
