@@ -156,6 +156,12 @@ class MqttIngestService:
                 batch, self._buf = self._buf, []
                 await self._store(batch, stop, final=True)
         finally:
+            # a write still in flight (cancellation) must end before its connection is closed: closing a
+            # psycopg connection under a waiting query leaves a stale fd registration in the event loop
+            for task in list(self._writing):
+                task.cancel()
+            if self._writing:
+                await asyncio.gather(*self._writing, return_exceptions=True)
             await self.conn.stop()
             if self._db is not None:
                 with contextlib.suppress(Exception):
@@ -368,4 +374,14 @@ async def run(daemon: Any) -> None:
     service = MqttIngestService(daemon.settings.mqtt, ingestor, daemon.dsn,
                                 client_id=f"{daemon.settings.mqtt.client_id}-{name}-ingest")
     daemon.mqtt_ingest = service  # for /metrics or the demo (host/port of an in-process broker)
-    await run_mqtt_ingest(daemon.settings, ingestor, stop=daemon.stopping, service=service)
+    inner = asyncio.create_task(run_mqtt_ingest(daemon.settings, ingestor, stop=daemon.stopping, service=service))
+    try:
+        await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        # the daemon cancels plug-ins when it stops: finish the batches in flight and close the database
+        # connection cleanly instead of abandoning a query half-way
+        try:
+            await asyncio.wait_for(asyncio.shield(inner), 10)
+        except (TimeoutError, asyncio.CancelledError):
+            inner.cancel()
+        raise

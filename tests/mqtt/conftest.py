@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import psycopg
 import pytest
 
@@ -45,6 +46,14 @@ async def ingest_running(settings: Settings, dsn: str, **options: Any) -> AsyncI
             res = closer()
             if asyncio.iscoroutine(res):
                 await res
+        await purge_session(settings.mqtt.host or "127.0.0.1", service.port, service.client_id)
+
+
+async def purge_session(host: str, port: int, client_id: str) -> None:
+    """Drop a test's persistent session from the (shared) broker: connect once with a clean session."""
+    with contextlib.suppress(aiomqtt.MqttError):
+        async with aiomqtt.Client(host, port, identifier=client_id, clean_session=True, timeout=2):
+            pass
 
 
 async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:  # noqa: ASYNC109

@@ -142,3 +142,21 @@ async def test_cli_read_over_mqtt(mqtt_broker, mqtt_prefix):
         doc = json.loads(out)
         assert [i["quantity"] for i in doc["items"]] == ["voltage.a", "balance.energy"]
         assert doc["items"][1]["value"] == 1000.0
+
+
+async def test_read_falls_back_to_fresh_telemetry_when_the_terminal_does_not_answer(mqtt_broker, mqtt_prefix):
+    async with MqttTerminalFleet(mqtt_broker.host, mqtt_broker.port, 1, prefix=mqtt_prefix, telemetry=False,
+                                 event_rate=0, faults="no_answer=LMT00001") as fleet, \
+            MqttClient(mqtt_broker.host, mqtt_broker.port, prefix=mqtt_prefix, timeout=1.0,
+                       telemetry_max_age=60) as client:
+        async def publish_soon() -> None:
+            await asyncio.sleep(0.3)
+            await fleet.publish_telemetry(fleet.terminals["LMT00001"])
+
+        task = asyncio.create_task(publish_soon())
+        readings = await client.read("LMT00001", ["voltage.a", "balance.energy"])
+        await task
+        assert [r.quantity for r in readings] == ["voltage.a", "balance.energy"]
+        assert readings[1].value == 1000.0 and readings[0].source == "mqtt"
+        with pytest.raises(NoResponseError):  # a code the telemetry does not carry
+            await client.read("LMT00001", ["pf.total"])
