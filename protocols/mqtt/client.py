@@ -302,6 +302,8 @@ class MqttClient(MeterClient, LoadControl, RelayControl):
         connect_timeout: float = 5.0,
     ) -> None:
         self.topics = Topics(prefix)
+        if password is None:
+            password = os.environ.get("HEADEND_MQTT_PASSWORD") or None  # never from a URL, never logged
         stable = client_id is not None
         cid = client_id or f"ami-headend-cmd-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.conn = MqttConnection(
@@ -334,6 +336,8 @@ class MqttClient(MeterClient, LoadControl, RelayControl):
                     kwargs[key] = conv(merged.pop(key))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"bad option in {url!r}: {exc}") from None
+        if "password" in u.options:  # URLs end up in logs and --json output
+            raise ConfigError("no password in an MQTT URL: set HEADEND_MQTT_PASSWORD")
         for key in ("prefix", "client_id", "password", "username"):
             if key in merged:
                 kwargs[key] = str(merged.pop(key))

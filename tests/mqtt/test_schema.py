@@ -87,7 +87,7 @@ def test_urls_and_options():
     assert c.topics.prefix == "x" and c.timeout == 2.0 and c.conn.port == 1883
     assert c.conn.clean_session  # a random id: no session left behind
     assert not MqttClient.from_url("mqtt://h:1?client_id=hub-1").conn.clean_session
-    for bad in ("tcp://h:1", "mqtt://", "mqtt://h:1?colour=red", "mqtt://h:1?timeout=soon"):
+    for bad in ("tcp://h:1", "mqtt://", "mqtt://h:1?colour=red", "mqtt://h:1?timeout=soon", "mqtt://h:1?password=x"):
         with pytest.raises(ConfigError):
             MqttClient.from_url(bad)
 
