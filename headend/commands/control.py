@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from headend.cliutil import ConfigOpt, JsonOpt, console, err_console, fail, print_json, print_table, settings_from
 from headend.exitcodes import ExitCode
-from protocols.errors import HeadendError
 
 __all__ = ["OperatorOpt", "fail_control", "register"]
 
 OperatorOpt = Annotated[
     str | None, typer.Option("--operator", envvar="HEADEND_OPERATOR", show_envvar=True,
                              help="Who is acting (recorded in the audit trail).")]
+
+T = TypeVar("T")
 
 control_app = typer.Typer(help="Remote disconnect/reconnect for arrears: plan, approve, execute, status.",
                           no_args_is_help=True)
@@ -42,6 +44,28 @@ def _env(ctx: typer.Context, config: Any) -> Any:
     from headend.control.service import open_env
 
     return open_env(settings_from(ctx, config))
+
+
+def _on_conn(env: Any, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(conn)`` on a fresh autocommit connection to the control database."""
+
+    async def go() -> T:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(env.dsn, autocommit=True) as conn:
+            return await work(conn)
+
+    return asyncio.run(go())
+
+
+def _on_executor(env: Any, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(executor)`` inside the control executor's lifetime."""
+
+    async def go() -> T:
+        async with env.executor() as ex:
+            return await work(ex)
+
+    return asyncio.run(go())
 
 
 def _parse_at(at: str | None) -> datetime:
@@ -71,16 +95,8 @@ def plan_cmd(
         op = resolve_operator(operator)
         env = _env(ctx, config)
 
-        async def go() -> Any:
-            import psycopg
-
-            async with await psycopg.AsyncConnection.connect(env.dsn, autocommit=True) as conn:
-                return await env.planner().plan(conn, _parse_at(at), operator=op, dry_run=dry_run,
-                                                accounts=account, reason=reason)
-
-        result = asyncio.run(go())
-    except (HeadendError, OSError) as exc:
-        raise fail_control(exc) from None
+        result = _on_conn(env, lambda conn: env.planner().plan(conn, _parse_at(at), operator=op, dry_run=dry_run,
+                                                                accounts=account, reason=reason))
     except Exception as exc:
         raise fail_control(exc) from None
     if json_out:
@@ -111,13 +127,7 @@ def approve_cmd(
         op = resolve_operator(operator)
         env = _env(ctx, config)
 
-        async def go() -> int:
-            import psycopg
-
-            async with await psycopg.AsyncConnection.connect(env.dsn, autocommit=True) as conn:
-                return await approve_plan(conn, env.settings.control, plan, op, reason)
-
-        n = asyncio.run(go())
+        n = _on_conn(env, lambda conn: approve_plan(conn, env.settings.control, plan, op, reason))
     except Exception as exc:
         raise fail_control(exc) from None
     if json_out:
@@ -170,12 +180,8 @@ def execute_cmd(
         def tick(total: int, outcome: Any) -> None:
             bar.update(task, total=total, advance=0 if outcome is None else 1)
 
-        async def go() -> Any:
-            async with env.executor() as ex:
-                return await ex.execute_plan(plan, op, tick)
-
         with bar:
-            report = asyncio.run(go())
+            report = _on_executor(env, lambda ex: ex.execute_plan(plan, op, tick))
     except Exception as exc:
         raise fail_control(exc) from None
     _report_exit(report, json_out)
@@ -190,13 +196,12 @@ def _manual(ctx: typer.Context, config: Any, operator: str | None, meter: str, r
         op = resolve_operator(operator)
         env = _env(ctx, config)
 
-        async def go() -> Any:
-            async with env.executor() as ex:
-                cid = await ex.create_command(meter, kind, operator=op, reason=reason,
-                                              command=RelayCommand(mode) if mode else None)
-                return await ex.execute_ids([cid], op)
+        async def create_and_run(ex: Any) -> Any:
+            cid = await ex.create_command(meter, kind, operator=op, reason=reason,
+                                          command=RelayCommand(mode) if mode else None)
+            return await ex.execute_ids([cid], op)
 
-        report = asyncio.run(go())
+        report = _on_executor(env, create_and_run)
     except Exception as exc:
         raise fail_control(exc) from None
     _report_exit(report, json_out)
@@ -243,11 +248,7 @@ def run_due_cmd(
         env = _env(ctx, config)
         op = operator or env.settings.control.system_operator
 
-        async def go() -> Any:
-            async with env.executor() as ex:
-                return await ex.run_due(op)
-
-        report = asyncio.run(go())
+        report = _on_executor(env, lambda ex: ex.run_due(op))
     except Exception as exc:
         raise fail_control(exc) from None
     _report_exit(report, json_out)
@@ -265,34 +266,31 @@ def status_cmd(
     try:
         env = _env(ctx, config)
 
-        async def go() -> dict[str, Any]:
-            import psycopg
-
+        async def go(conn: Any) -> dict[str, Any]:
             from headend.control import store
 
-            async with await psycopg.AsyncConnection.connect(env.dsn, autocommit=True) as conn:
-                where, params = ("plan_id = %s", [plan]) if plan is not None else ("TRUE", [])
-                cur = await conn.execute(f"SELECT kind, state, count(*) FROM control_commands WHERE {where} "
-                                         "GROUP BY kind, state ORDER BY kind, state", params)
-                counts = [{"kind": k, "state": s, "count": int(n)} for k, s, n in await cur.fetchall()]
-                cur = await conn.execute(
-                    "SELECT id, meter, deadline_at FROM control_commands WHERE kind = 'reconnect' AND state NOT IN "
-                    "('confirmed', 'cancelled', 'superseded') AND deadline_at < now() ORDER BY deadline_at")
-                overdue = [{"command": i, "meter": m, "deadline": d} for i, m, d in await cur.fetchall()]
-                cur = await conn.execute("SELECT id, status, created_by, approved_by, n_cut, n_blocked, created_at "
-                                         "FROM control_plans ORDER BY id DESC LIMIT 10")
-                plans = [dict(zip(("plan", "status", "planned_by", "approved_by", "cut", "not_cut", "created"), r,
-                                  strict=True)) for r in await cur.fetchall()]
-                cmds = await store.list_commands(conn, f"id IN (SELECT id FROM control_commands WHERE {where} "
-                                                 f"ORDER BY id DESC LIMIT {int(limit)})", params)
-                return {"counts": counts, "overdue_reconnects": overdue, "plans": plans,
-                        "commands": [{"command": c.id, "plan": c.plan_id, "account": c.account, "meter": c.meter,
-                                      "kind": c.kind, "relay_command": c.command, "state": c.state,
-                                      "attempts": c.attempts, "operator": c.operator, "approver": c.approver,
-                                      "relay": c.relay_state, "work_order": c.work_order_id,
-                                      "deadline": c.deadline_at, "error": c.last_error} for c in cmds]}
+            where, params = ("plan_id = %s", [plan]) if plan is not None else ("TRUE", [])
+            cur = await conn.execute(f"SELECT kind, state, count(*) FROM control_commands WHERE {where} "
+                                     "GROUP BY kind, state ORDER BY kind, state", params)
+            counts = [{"kind": k, "state": s, "count": int(n)} for k, s, n in await cur.fetchall()]
+            cur = await conn.execute(
+                "SELECT id, meter, deadline_at FROM control_commands WHERE kind = 'reconnect' AND state NOT IN "
+                "('confirmed', 'cancelled', 'superseded') AND deadline_at < now() ORDER BY deadline_at")
+            overdue = [{"command": i, "meter": m, "deadline": d} for i, m, d in await cur.fetchall()]
+            cur = await conn.execute("SELECT id, status, created_by, approved_by, n_cut, n_blocked, created_at "
+                                     "FROM control_plans ORDER BY id DESC LIMIT 10")
+            plans = [dict(zip(("plan", "status", "planned_by", "approved_by", "cut", "not_cut", "created"), r,
+                              strict=True)) for r in await cur.fetchall()]
+            cmds = await store.list_commands(conn, f"id IN (SELECT id FROM control_commands WHERE {where} "
+                                             f"ORDER BY id DESC LIMIT {int(limit)})", params)
+            return {"counts": counts, "overdue_reconnects": overdue, "plans": plans,
+                    "commands": [{"command": c.id, "plan": c.plan_id, "account": c.account, "meter": c.meter,
+                                  "kind": c.kind, "relay_command": c.command, "state": c.state,
+                                  "attempts": c.attempts, "operator": c.operator, "approver": c.approver,
+                                  "relay": c.relay_state, "work_order": c.work_order_id,
+                                  "deadline": c.deadline_at, "error": c.last_error} for c in cmds]}
 
-        data = asyncio.run(go())
+        data = _on_conn(env, go)
     except Exception as exc:
         raise fail_control(exc) from None
     if json_out:
@@ -329,13 +327,8 @@ def cancel_cmd(
         op = resolve_operator(operator)
         env = _env(ctx, config)
 
-        async def go() -> list[int]:
-            import psycopg
-
-            async with await psycopg.AsyncConnection.connect(env.dsn, autocommit=True) as conn:
-                return await cancel(conn, env.settings.control, op, reason, plan_id=plan, command_id=command)
-
-        done = asyncio.run(go())
+        done = _on_conn(env, lambda conn: cancel(conn, env.settings.control, op, reason, plan_id=plan,
+                                                 command_id=command))
     except Exception as exc:
         raise fail_control(exc) from None
     if json_out:
@@ -358,24 +351,22 @@ def audit_cmd(
     try:
         env = _env(ctx, config)
 
-        async def go() -> list[dict[str, Any]]:
-            import psycopg
+        conds, params = [], []
+        for col, val in (("command_id", command), ("plan_id", plan), ("meter", meter)):
+            if val is not None:
+                conds.append(f"{col} = %s")
+                params.append(val)
+        where = " AND ".join(conds) or "TRUE"
 
-            conds, params = [], []
-            for col, val in (("command_id", command), ("plan_id", plan), ("meter", meter)):
-                if val is not None:
-                    conds.append(f"{col} = %s")
-                    params.append(val)
-            where = " AND ".join(conds) or "TRUE"
-            async with await psycopg.AsyncConnection.connect(env.dsn, autocommit=True) as conn:
-                cur = await conn.execute(
-                    "SELECT * FROM (SELECT id, at, action, command_id, plan_id, meter, account, from_state, to_state, "
-                    f"operator, approver, reason, tx_frame, rx_frame, details FROM control_audit WHERE {where} "
-                    f"ORDER BY id DESC LIMIT {int(limit)}) t ORDER BY id", params)
-                cols = [d.name for d in cur.description or []]
-                return [dict(zip(cols, r, strict=True)) for r in await cur.fetchall()]
+        async def go(conn: Any) -> list[dict[str, Any]]:
+            cur = await conn.execute(
+                "SELECT * FROM (SELECT id, at, action, command_id, plan_id, meter, account, from_state, to_state, "
+                f"operator, approver, reason, tx_frame, rx_frame, details FROM control_audit WHERE {where} "
+                f"ORDER BY id DESC LIMIT {int(limit)}) t ORDER BY id", params)
+            cols = [d.name for d in cur.description or []]
+            return [dict(zip(cols, r, strict=True)) for r in await cur.fetchall()]
 
-        data = asyncio.run(go())
+        data = _on_conn(env, go)
     except Exception as exc:
         raise fail_control(exc) from None
     if json_out:
