@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
 from typing import Annotated, Any
 
 import typer
@@ -106,6 +108,16 @@ async def _connect(dsn: str) -> Any:
     return conn
 
 
+@asynccontextmanager
+async def _database(dsn: str) -> AsyncIterator[Any]:
+    """A connection to the load-control database (schema ensured), closed on exit."""
+    conn = await _connect(dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 def _default_map(ctx: typer.Context, port: str, map_name: str | None) -> str | None:
     """--map, else the URL's ?map=, else the configured ``load.default_map``."""
     if map_name or "map=" in port:
@@ -127,8 +139,7 @@ async def _send(
     dsn: str | None, protocol: str, port: str, map_name: str | None, reply_timeout: float | None,
     request: LoadControlRequest,
 ) -> CommandOutcome:
-    conn = await _connect(dsn) if dsn else None
-    try:
+    async with _database(dsn) if dsn else nullcontext() as conn:
         client = _open(protocol, port, map_name, reply_timeout)
         try:
             if not isinstance(client, LoadControl):
@@ -136,9 +147,6 @@ async def _send(
             return await run_load_command(client, request, conn=conn, channel=port.split("?")[0], protocol=protocol)
         finally:
             await client.aclose()
-    finally:
-        if conn is not None:
-            await conn.close()
 
 
 _REMOTE_ERRORS: dict[str, type[HeadendError]] = {
@@ -375,15 +383,12 @@ def limits_cmd(
             if set_target is not None:
                 raise ConfigError("no database configured to store the limit")
             return {}
-        conn = await _connect(dsn)
-        try:
+        async with _database(dsn) as conn:
             if set_target is not None:
                 if not operator:
                     raise ConfigError("--operator is required with --set")
                 await upsert_limit(conn, LoadLimit(set_target, kind, power_kw, demand_kw), operator)
             return await load_limits(conn)
-        finally:
-            await conn.close()
 
     try:
         db_limits = asyncio.run(run())
@@ -416,8 +421,7 @@ def events_cmd(
         dsn = _dsn(ctx)
         if dsn is None:
             raise ConfigError("no database configured")
-        conn = await _connect(dsn)
-        try:
+        async with _database(dsn) as conn:
             cur = await conn.execute(
                 """SELECT ts, meter, customer, kind, value, limit_value FROM load_events
                    WHERE (%(d)s::text IS NULL OR meter = %(d)s) ORDER BY ts DESC, id DESC LIMIT %(n)s""",
@@ -425,8 +429,6 @@ def events_cmd(
             )
             cols = ("ts", "meter", "customer", "kind", "value", "limit")
             return [dict(zip(cols, row, strict=True)) for row in await cur.fetchall()]
-        finally:
-            await conn.close()
 
     try:
         rows = asyncio.run(run())
