@@ -11,9 +11,9 @@ from typing import Annotated, Any
 import typer
 
 from headend.cliutil import ConfigOpt, JsonOpt, console, fail, print_json, print_table, settings_from
+from headend.commands.vee import db
 from headend.exitcodes import ExitCode
 from mdm import workorders as wo
-from mdm.vee.dbconn import DatabaseError, connect
 from protocols.errors import HeadendError
 
 __all__ = ["register", "workorders_app"]
@@ -23,15 +23,6 @@ workorders_app = typer.Typer(help="Field work orders: list, dispatch, complete, 
 
 OperatorOpt = Annotated[str, typer.Option("--operator", "-o", help="Who does this (recorded in the audit).",
                                           envvar="HEADEND_OPERATOR")]
-
-
-def _conn(ctx: typer.Context, config: Path | None) -> Any:
-    try:
-        return connect(settings_from(ctx, config))
-    except DatabaseError as exc:
-        raise fail(exc, ExitCode.DATABASE) from None
-    except HeadendError as exc:
-        raise fail(exc) from None
 
 
 def _row(o: wo.WorkOrder) -> list[Any]:
@@ -53,7 +44,7 @@ def list_cmd(
 ) -> None:
     """List work orders, most urgent first."""
     st = None if all_ else (status or ["open", "dispatched"])
-    with _conn(ctx, config) as conn:
+    with db(ctx, config) as conn:
         orders = wo.list_orders(conn, status=st, meter=meter, type=type_, limit=limit)
     if json_:
         print_json([o.to_dict() for o in orders])
@@ -66,7 +57,7 @@ def list_cmd(
 def show_cmd(ctx: typer.Context, order_id: Annotated[int, typer.Argument()], json_: JsonOpt = False,
              config: ConfigOpt = None) -> None:
     """One work order with its evidence and history."""
-    with _conn(ctx, config) as conn:
+    with db(ctx, config) as conn:
         o = wo.get_order(conn, order_id)
         if o is None:
             raise fail(f"no work order {order_id}", ExitCode.USAGE)
@@ -102,7 +93,7 @@ def raise_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Raise a work order by hand (or add evidence to the open one of that meter and type)."""
-    with _conn(ctx, config) as conn:
+    with db(ctx, config) as conn:
         try:
             ref = wo.raise_work_order_sync(conn, meter, type_, {"summary": reason, "operator": operator},
                                            priority=priority, source=f"manual:{operator}" if operator else "manual")
@@ -117,7 +108,7 @@ def raise_cmd(
 
 
 def _do(ctx: typer.Context, config: Path | None, json_: bool, fn: Any, *args: Any, **kw: Any) -> None:
-    with _conn(ctx, config) as conn:
+    with db(ctx, config) as conn:
         try:
             with conn.transaction():
                 o = fn(conn, *args, **kw)
@@ -207,7 +198,7 @@ def export_cmd(
     """Export work orders for a field-workforce system (CSV or JSON)."""
     if fmt not in ("csv", "json"):
         raise fail("--format must be csv or json", ExitCode.USAGE)
-    with _conn(ctx, config) as conn:
+    with db(ctx, config) as conn:
         orders = wo.list_orders(conn, status=None if all_ else ["open", "dispatched"], limit=1_000_000)
     text = wo.export_csv(orders) if fmt == "csv" else wo.export_json(orders) + "\n"
     if out is None:
@@ -232,7 +223,7 @@ def publish_cmd(
     settings = settings_from(ctx, config)
     h = host or settings.mqtt.host or "127.0.0.1"
     p = port or settings.mqtt.port
-    with _conn(ctx, config) as conn:
+    with db(ctx, config) as conn:
         try:
             n = asyncio.run(wo.publish_orders(conn, host=h, port=p, topic_prefix=settings.mqtt.topic_prefix,
                                               only_unpublished=not all_, username=settings.mqtt.username,
@@ -258,7 +249,7 @@ def due_cmd(
     day = date.fromisoformat(today) if today else date.today()
     from mdm.vee import feedback
 
-    with _conn(ctx, config) as conn:
+    with db(ctx, config) as conn:
         refs = feedback.raise_verification_due(conn, day)
     if json_:
         print_json([{"id": r.id, "created": r.created} for r in refs])
