@@ -231,6 +231,8 @@ class MqttIngestService:
         for topic, raw, at in batch:
             try:
                 terminal, channel = self.topics.parse(topic)
+                if not raw and channel is Channel.STATUS:  # a retained status being deleted: not a message
+                    continue
                 if channel not in SUBSCRIBED:
                     raise PayloadError("topic", f"{channel.value} messages are not for the head-end")
                 msg = decode(channel, raw)

@@ -227,6 +227,7 @@ class MqttTerminalFleet:
         telemetry: bool = True,
         balance_kwh: float = 1000.0,
         connect_concurrency: int = 50,
+        clear_retained: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.topics = Topics(prefix)
@@ -240,6 +241,7 @@ class MqttTerminalFleet:
         self.event_rate = event_rate
         self.telemetry_enabled = telemetry
         self.connect_concurrency = connect_concurrency
+        self.clear_retained = clear_retained  # on stop, delete the retained statuses (tests on a shared broker)
         self.stats = FleetStats()
         self.terminals: dict[str, SimTerminal] = {}
         for i in range(n):
@@ -313,10 +315,10 @@ class MqttTerminalFleet:
         async def close(term: SimTerminal) -> None:
             if term.conn is None:
                 return
-            with contextlib.suppress(HeadendError):  # an orderly shutdown says offline itself
+            status = b"" if self.clear_retained else encode(term.status("offline"))
+            with contextlib.suppress(HeadendError, TimeoutError):  # an orderly shutdown says offline itself
                 await asyncio.wait_for(
-                    term.conn.publish(self.topics.topic(term.id, Channel.STATUS), encode(term.status("offline")),
-                                      retain=True), 2.0)
+                    term.conn.publish(self.topics.topic(term.id, Channel.STATUS), status, retain=True), 2.0)
             with contextlib.suppress(TimeoutError, HeadendError):
                 await term.conn.stop()
 

@@ -23,7 +23,8 @@ def _telemetry(v: float) -> bytes:
 async def test_reconnect_across_broker_restart(private_broker, mqtt_prefix, settings_for, fresh_dsn):
     settings = settings_for(private_broker.info, mqtt_prefix)
     async with ingest_running(settings, fresh_dsn) as svc, MqttTerminalFleet(
-        private_broker.host, private_broker.port, 2, prefix=mqtt_prefix, telemetry=False, event_rate=0
+        private_broker.host, private_broker.port, 2, prefix=mqtt_prefix, telemetry=False, event_rate=0,
+        clear_retained=True,
     ) as fleet:
         assert svc.conn is not None
         for t in fleet.terminals.values():
@@ -100,7 +101,7 @@ async def test_in_process_broker_when_no_host_is_configured(mqtt_prefix, setting
     async with ingest_running(settings, fresh_dsn) as svc:
         assert svc.host == "127.0.0.1" and svc.port != 1883
         async with MqttTerminalFleet(svc.host, svc.port, 2, prefix=mqtt_prefix, telemetry=False,
-                                     event_rate=0) as fleet:
+                                     event_rate=0, clear_retained=True) as fleet:
             for t in fleet.terminals.values():
                 await fleet.publish_telemetry(t)
             await wait_for(lambda: svc.stats.telemetry >= 2, what="telemetry via amqtt")

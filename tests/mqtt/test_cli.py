@@ -26,7 +26,7 @@ async def test_mqtt_cli_ingest_dead_letters_terminals(mqtt_broker, mqtt_prefix, 
     ingest = asyncio.create_task(_run(env, "mqtt", "ingest", "--duration", "4", "--json"))
     await asyncio.sleep(2.0)  # the subprocess starts and subscribes
     async with MqttTerminalFleet(mqtt_broker.host, mqtt_broker.port, 3, prefix=mqtt_prefix, telemetry=False,
-                                 event_rate=0, faults="malformed=1.0") as fleet:
+                                 event_rate=0, clear_retained=True, faults="malformed=1.0") as fleet:
         await fleet.publish_telemetry(fleet.terminals["LMT00001"])
         fleet.faults.malformed = 0.0
         await fleet.publish_telemetry(fleet.terminals["LMT00002"])

@@ -34,7 +34,7 @@ def _req(device: str, cmd: LoadCommand, value: float | None = None, **kw) -> Loa
 async def test_read_and_load_control_with_readback(mqtt_broker, mqtt_prefix, fresh_dsn):
     url = f"{mqtt_broker.url}?prefix={mqtt_prefix}&timeout=3"
     async with MqttTerminalFleet(mqtt_broker.host, mqtt_broker.port, 2, prefix=mqtt_prefix, telemetry=False,
-                                 event_rate=0, balance_kwh=50) as fleet:
+                                 event_rate=0, clear_retained=True, balance_kwh=50) as fleet:
         client = open_client("mqtt", url)
         assert isinstance(client, MqttClient)
         try:
@@ -79,7 +79,7 @@ async def test_read_and_load_control_with_readback(mqtt_broker, mqtt_prefix, fre
 
 async def test_commands_are_idempotent_by_request_id(mqtt_broker, mqtt_prefix):
     async with MqttTerminalFleet(mqtt_broker.host, mqtt_broker.port, 1, prefix=mqtt_prefix, telemetry=False,
-                                 event_rate=0, balance_kwh=10) as fleet:
+                                 event_rate=0, clear_retained=True, balance_kwh=10) as fleet:
         term = fleet.terminals["LMT00001"]
         async with MqttClient(mqtt_broker.host, mqtt_broker.port, prefix=mqtt_prefix, timeout=3) as c1, \
                 MqttClient(mqtt_broker.host, mqtt_broker.port, prefix=mqtt_prefix, timeout=3) as c2:
@@ -98,7 +98,7 @@ async def test_commands_are_idempotent_by_request_id(mqtt_broker, mqtt_prefix):
 
 async def test_command_timeout_is_unknown_outcome_and_never_resent(mqtt_broker, mqtt_prefix, fresh_dsn):
     async with MqttTerminalFleet(mqtt_broker.host, mqtt_broker.port, 2, prefix=mqtt_prefix, telemetry=False,
-                                 event_rate=0, faults="no_answer=LMT00002") as fleet:
+                                 event_rate=0, clear_retained=True, faults="no_answer=LMT00002") as fleet:
         async with MqttClient(mqtt_broker.host, mqtt_broker.port, prefix=mqtt_prefix, timeout=0.5,
                               telemetry_max_age=0) as client:
             req = _req("LMT00002", LoadCommand.TRIP_CIRCUIT)
@@ -120,7 +120,7 @@ async def test_late_response_is_recorded_for_unknown_outcomes(mqtt_broker, mqtt_
     """The ingest service records every response by request id, so an unknown outcome can be resolved."""
     settings = settings_for(mqtt_broker, mqtt_prefix)
     async with ingest_running(settings, fresh_dsn) as svc, MqttTerminalFleet(
-        mqtt_broker.host, mqtt_broker.port, 1, prefix=mqtt_prefix, telemetry=False, event_rate=0
+        mqtt_broker.host, mqtt_broker.port, 1, prefix=mqtt_prefix, telemetry=False, event_rate=0, clear_retained=True
     ), MqttClient(mqtt_broker.host, mqtt_broker.port, prefix=mqtt_prefix, timeout=3) as client:
         res = await client.load_command(_req("LMT00001", LoadCommand.KEEP_POWER_ON, request_id="kp-42"))
         assert res.accepted
@@ -131,7 +131,7 @@ async def test_late_response_is_recorded_for_unknown_outcomes(mqtt_broker, mqtt_
 
 async def test_cli_read_over_mqtt(mqtt_broker, mqtt_prefix):
     async with MqttTerminalFleet(mqtt_broker.host, mqtt_broker.port, 1, prefix=mqtt_prefix, telemetry=False,
-                                 event_rate=0):
+                                 event_rate=0, clear_retained=True):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", "from headend.cli import main; main()",
             "read", "LMT00001", "voltage.a", "balance.energy",
@@ -146,7 +146,7 @@ async def test_cli_read_over_mqtt(mqtt_broker, mqtt_prefix):
 
 async def test_read_falls_back_to_fresh_telemetry_when_the_terminal_does_not_answer(mqtt_broker, mqtt_prefix):
     async with MqttTerminalFleet(mqtt_broker.host, mqtt_broker.port, 1, prefix=mqtt_prefix, telemetry=False,
-                                 event_rate=0, faults="no_answer=LMT00001") as fleet, \
+                                 event_rate=0, clear_retained=True, faults="no_answer=LMT00001") as fleet, \
             MqttClient(mqtt_broker.host, mqtt_broker.port, prefix=mqtt_prefix, timeout=1.0,
                        telemetry_max_age=60) as client:
         async def publish_soon() -> None:

@@ -43,7 +43,7 @@ async def test_daemon_runs_mqtt_ingest_plugin(mqtt_broker, mqtt_prefix, fresh_ds
                        and daemon.mqtt_ingest.conn is not None and daemon.mqtt_ingest.conn.connected,
                        what="plug-in connected")
         async with MqttTerminalFleet(mqtt_broker.host, mqtt_broker.port, 2, prefix=mqtt_prefix, telemetry=False,
-                                     event_rate=0, faults="malformed=1.0") as fleet:
+                                     event_rate=0, clear_retained=True, faults="malformed=1.0") as fleet:
             await fleet.publish_telemetry(fleet.terminals["LMT00001"])  # malformed: a dead letter
             fleet.faults.malformed = 0.0
             await fleet.publish_telemetry(fleet.terminals["LMT00002"])

@@ -16,7 +16,7 @@ from tests.mqtt.conftest import ingest_running, query, wait_for
 async def test_telemetry_reaches_the_reads_tables(mqtt_broker, mqtt_prefix, settings_for, fresh_dsn):
     settings = settings_for(mqtt_broker, mqtt_prefix)
     async with ingest_running(settings, fresh_dsn) as svc, MqttTerminalFleet(
-        mqtt_broker.host, mqtt_broker.port, 3, prefix=mqtt_prefix, telemetry=False, event_rate=0
+        mqtt_broker.host, mqtt_broker.port, 3, prefix=mqtt_prefix, telemetry=False, event_rate=0, clear_retained=True
     ) as fleet:
         for term in fleet.terminals.values():
             assert await fleet.publish_telemetry(term)
@@ -66,7 +66,7 @@ async def test_invalid_payloads_become_dead_letters(mqtt_broker, mqtt_prefix, se
 async def test_events_and_last_will_status(mqtt_broker, mqtt_prefix, settings_for, fresh_dsn):
     settings = settings_for(mqtt_broker, mqtt_prefix)
     async with ingest_running(settings, fresh_dsn) as svc, MqttTerminalFleet(
-        mqtt_broker.host, mqtt_broker.port, 2, prefix=mqtt_prefix, telemetry=False, event_rate=0
+        mqtt_broker.host, mqtt_broker.port, 2, prefix=mqtt_prefix, telemetry=False, event_rate=0, clear_retained=True
     ) as fleet:
         await wait_for(lambda: svc.stats.statuses >= 2, what="online statuses")
         online = await query(fresh_dsn, "SELECT terminal, state FROM mqtt_terminal_status ORDER BY terminal")
