@@ -36,7 +36,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from mdm.db import with_database
+from mdm.db import scratch_database
 from mdm.ingest import Ingestor
 from mdm.migrate import migrate
 from protocols.reading import Reading
@@ -136,9 +136,7 @@ def main() -> None:
     name = f"bench_mdm_{os.getpid()}"
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         server = conn.execute("SHOW server_version").fetchone()
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = with_database(args.dsn, name)
-    try:
+    with scratch_database(args.dsn, name, keep=args.keep) as dsn:
         migrate(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE TABLE plain_reads (meter text, quantity text, ts timestamptz, value float8, "
@@ -184,10 +182,6 @@ def main() -> None:
             reset_store(dsn)
             result["memory"] = asyncio.run(memory_run(dsn, args.memory_rows, args.workers))
         print(json.dumps(result, indent=2))
-    finally:
-        if not args.keep:
-            with psycopg.connect(args.dsn, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

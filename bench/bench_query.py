@@ -24,9 +24,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from mdm.db import with_database
+from mdm.db import scratch_database
 from mdm.migrate import migrate
 from mdm.store import daily_consumption, read_range
 
@@ -88,9 +87,7 @@ def main() -> None:
     name = f"bench_mdmq_{os.getpid()}"
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         server = conn.execute("SHOW server_version").fetchone()
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = with_database(args.dsn, name)
-    try:
+    with scratch_database(args.dsn, name, keep=args.keep) as dsn:
         migrate(dsn, timezone="UTC")
         data = load(dsn, args.meters, args.days, args.month_meters)
         print(f"loaded {data['rows']:,} rows in {data['load_s']} s", flush=True)
@@ -129,10 +126,6 @@ def main() -> None:
             f"daily_report_{args.days}_days": {"meters": args.meters, "rows": len(rep), "ms": round(span_ms, 1)},
         }
         print(json.dumps(result, indent=2))
-    finally:
-        if not args.keep:
-            with psycopg.connect(args.dsn, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
@@ -38,6 +40,7 @@ __all__ = [
     "embedded_dir",
     "open_pool",
     "resolve_dsn",
+    "scratch_database",
     "stop_embedded",
     "with_database",
 ]
@@ -129,6 +132,21 @@ def resolve_dsn(settings: Settings) -> str:
 def with_database(dsn: str, dbname: str) -> str:
     """The same server, another database."""
     return make_conninfo(dsn, dbname=dbname)
+
+
+@contextlib.contextmanager
+def scratch_database(server_dsn: str, name: str, *, keep: bool = False) -> Iterator[str]:
+    """Create the empty database ``name`` on the server of ``server_dsn`` and yield its DSN;
+    drop it on exit unless ``keep`` (benchmarks' throw-away databases)."""
+    ident = sql.Identifier(name)
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+    try:
+        yield with_database(server_dsn, name)
+    finally:
+        if not keep:
+            with psycopg.connect(server_dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
 
 
 def database_name(dsn: str) -> str:
