@@ -44,13 +44,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from headend.control.config import ControlPolicy, ControlSettings
 from headend.control.directory import MeterDirectory, Route
 from headend.control.executor import Executor
 from headend.control.planner import approve_plan
 from headend.control.secrets import load_secrets
+from mdm.db import scratch_database
 from mdm.migrate import migrate
 from protocols.arbitration import Priority
 from protocols.dlt645.client import Dlt645Client
@@ -97,15 +97,9 @@ class Reader:
 async def main(buses: int, meters: int, baseline_s: float, server_dsn: str, reads: bool = True,
                pool: int = 0) -> dict[str, Any]:
     name = f"bench_control_{os.getpid()}"
-    with psycopg.connect(server_dsn, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
-    try:
+    with scratch_database(server_dsn, name) as dsn:
         migrate(dsn, timescaledb="off")
         return await _run(dsn, buses, meters, baseline_s, reads, pool)
-    finally:
-        with psycopg.connect(server_dsn, autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _addresses(b: int, meters: int) -> list[str]:
