@@ -125,7 +125,7 @@ async def _start_buses(ctx: DemoContext, start: datetime, speed: float) -> None:
         ctx.settings.daemon.channels.append(
             ChannelConfig(name=name, url=sim.url, meters=list(addrs), timeout=0.4, retries=1)
         )
-    ctx.extras["silent_meter"] = ("tcp-bus-1", "000000000003")
+    ctx.extras["silent_meter"] = ("tcp-bus-3", "000000000202")  # silent across midnight, then backfilled
 
 
 async def run_demo(

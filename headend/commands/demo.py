@@ -46,12 +46,12 @@ def demo_cmd(
         print_json(summary)
         return
     print_table(["", "value"], list(summary.items()), title="headend demo: summary")
-    m = result.extras.get("silent_meter", ("", "000000000003"))[1]
+    m = result.extras.get("silent_meter", ("", "000000000202"))[1]
     console.print(
         "Explore the data:\n"
         f"  headend kpi --by channel          collection success rate per bus and day\n"
         f"  headend kpi --by meter --png kpi.png\n"
-        f"  headend reads show --meter {m}     (the meter that was silent, then backfilled)"
+        f"  headend reads show --meter {m}     (silent across midnight; its freeze was backfilled)"
     )
 
 

@@ -69,7 +69,7 @@ def kpi_cmd(
         print_json({"from": d_start, "to": d_end, "by": by.value, "rows": [r.as_dict() for r in rows]})
         return
     print_table(
-        ["day", by.value, "meters", "due", "ok", "ok %", "backfilled", "complete %"],
+        ["day", "fleet" if by is By.DAY else by.value, "meters", "due", "ok", "ok %", "backfilled", "complete %"],
         [(r.day, r.key, r.meters, r.due, r.ok, f"{100 * r.success:.2f}", r.backfilled, f"{100 * r.complete:.2f}")
          for r in rows],
         title=f"Collection success rate {d_start} .. {d_end}",
