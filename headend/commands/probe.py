@@ -66,8 +66,7 @@ async def probe_bus(
         task = progress.add_task("scanning", total=len(candidates)) if progress else None
         for a in candidates:
             try:
-                res = await client.read_raw(a, 0x04000401)
-                found.append({"address": res.address, "method": "scan"})
+                found.append({"address": await client.ping(a), "method": "scan"})
             except DeviceError:
                 found.append({"address": a, "method": "scan"})  # it answered, even if with an error
             except (NoResponseError, FrameError):

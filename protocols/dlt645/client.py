@@ -84,6 +84,8 @@ __all__ = ["CONTROL_CODES", "Dlt645Client", "ReadResult"]
 
 LOGGER = logging.getLogger(__name__)
 
+_COMM_ADDRESS_DI = 0x04000401  # parameter "comm address" (registry): what ping() reads
+
 CONTROL_CODES: dict[RelayCommand, ControlCommand] = {
     RelayCommand.TRIP: ControlCommand.TRIP,
     RelayCommand.CLOSE_PERMIT: ControlCommand.CLOSE_PERMIT,
@@ -386,6 +388,11 @@ class Dlt645Client(MeterClient, RelayControl):
         if not isinstance(reply, ReadAddressResponse):
             raise FrameError("format", f"unexpected reply to read-address: {reply!r}")
         return reply.address
+
+    async def ping(self, address: str, *, priority: int = Priority.ON_DEMAND) -> str:
+        """Is a meter at ``address``? 11H read of its communication address (04000401): the address that
+        answered (13H read-address only works with the wildcard, so a scan asks each address this way)."""
+        return (await self.read_raw(address, _COMM_ADDRESS_DI, priority=priority)).address
 
     async def write(
         self, address: str, di: int | str, value: object, credentials: Credentials, *,
