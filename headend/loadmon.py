@@ -394,28 +394,28 @@ async def http_load(daemon: Any, method: str, body: bytes) -> tuple[int, str, by
         return json_response(200, {"error": {"type": "ConfigError", "message": f"channel {channel} not polled here"}})
     protocol = ch.cfg.protocol
 
+    conn: Any = None
+
     async def job(client: Any) -> CommandOutcome:
         if not isinstance(client, LoadControl):
             from protocols.errors import ConfigError
 
             raise ConfigError(f"protocol {protocol!r} has no load control")
-        conn = None
-        if daemon.dsn is not None:
+        return await run_load_command(client, request, conn=conn, channel=channel, protocol=protocol)
+
+    try:
+        if daemon.dsn is not None:  # before the job: never hold the line while connecting to the database
             import psycopg
 
             conn = await psycopg.AsyncConnection.connect(daemon.dsn, autocommit=True, connect_timeout=5)
-        try:
-            return await run_load_command(client, request, conn=conn, channel=channel, protocol=protocol)
-        finally:
-            if conn is not None:
-                await conn.close()
-
-    try:
         out: CommandOutcome = await ch.call(request.device, job, Priority.CONTROL)
     except HeadendError as exc:
         return json_response(200, {"daemon": daemon.name, "error": error_payload(exc)})
     except Exception as exc:  # database trouble: the command was not sent without its audit row
         return json_response(200, {"daemon": daemon.name, "error": {"type": "ConfigError", "message": str(exc)}})
+    finally:
+        if conn is not None:
+            await conn.close()
     assert out.result is not None
     return json_response(200, {"daemon": daemon.name, "result": {
         "request_id": request.request_id, "accepted": out.result.accepted, "reason": out.result.reason,
