@@ -27,7 +27,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -195,6 +195,7 @@ class Daemon(ResultListener):
         self._db_lock = asyncio.Lock()
         self._tg: asyncio.TaskGroup | None = None
         self._backfill_now: set[tuple[str, str]] = set()
+        self._dirty: dict[tuple[str, str], datetime] = {}  # (channel, meter) -> last failed history read
         self._backfill_wake = asyncio.Event()
         self.breaker_policy = BreakerPolicy(
             failure_threshold=self.cfg.breaker.failure_threshold,
@@ -303,6 +304,8 @@ class Daemon(ResultListener):
     def job_done(self, channel: Channel, job: Job, outcome: Outcome, readings: Sequence[Reading]) -> None:
         self.rate.tick()
         ok = outcome is Outcome.OK
+        if outcome in _MISSED and job.kind in (JobKind.PROFILE, JobKind.DAILY):
+            self._dirty[(channel.name, job.meter)] = self.clock.now()  # a gap to backfill
         if job.backfill:
             if ok and readings:
                 self._count_backfill(channel, job, readings)
@@ -378,6 +381,7 @@ class Daemon(ResultListener):
     async def _backfill_loop(self) -> None:
         every = self.cfg.backfill.every
         next_sweep = self.clock.now() + timedelta(seconds=min(every, 120))
+        next_full = self.clock.now() + timedelta(seconds=max(every, 86400.0))  # channel start did one
         while True:
             try:
                 async with asyncio.timeout(min(5.0, self.clock.real_seconds(every))):
@@ -388,14 +392,26 @@ class Daemon(ResultListener):
             now = self.clock.now()
             todo = set(self._backfill_now)
             self._backfill_now.clear()
-            if now >= next_sweep:
+            if now >= next_full:
+                # a full sweep now and then; between them only meters whose reads failed
                 todo |= {(n, "*") for n in self.channels}
+                next_full = now + timedelta(seconds=max(every, 86400.0))
+            if now >= next_sweep:
+                todo |= set(self._dirty)
                 next_sweep = now + timedelta(seconds=every)
-            for name, meter in sorted(todo):
+                horizon = timedelta(seconds=every + 4 * self.cfg.backfill.interval + 3600)
+                for key, t in list(self._dirty.items()):
+                    if now - t > horizon:  # its gaps have had their chance in several sweeps
+                        del self._dirty[key]
+            by_channel: dict[str, set[str]] = {}
+            for name, meter in todo:
+                by_channel.setdefault(name, set()).add(meter)
+            for name, meters in sorted(by_channel.items()):
                 ch = self.channels.get(name)
                 if ch is None or self.dsn is None:
                     continue
-                await self._with_db("backfill", self._sweeper(ch, None if meter == "*" else [meter]))
+                which = None if "*" in meters else sorted(meters)
+                await self._with_db("backfill", self._sweeper(ch, which))
 
     def _sweeper(
         self, ch: Channel, meters: list[str] | None
@@ -562,6 +578,11 @@ class Daemon(ResultListener):
         for t in background:
             t.cancel()
         LOGGER.warning("daemon %s stopped: %d readings handed to the store", self.name, self.sink.submitted)
+
+
+# outcomes that leave a gap in the store (a meter that answered "no such data" leaves none to fill)
+_MISSED = frozenset({Outcome.NO_RESPONSE, Outcome.BAD_REPLY, Outcome.BREAKER_OPEN, Outcome.EXPIRED,
+                     Outcome.CHANNEL_DOWN})
 
 
 class _NullIngestor:

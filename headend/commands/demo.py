@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from headend.cliutil import ConfigOpt, console, fail, print_json, print_table, settings_from
+from headend.cliutil import ConfigOpt, console, err_console, fail, print_json, print_table, settings_from
 from protocols.errors import HeadendError
 
 __all__ = ["register"]
@@ -34,10 +34,12 @@ def demo_cmd(
         logging.getLogger().setLevel(logging.ERROR)  # the live table tells the story
     try:
         settings = settings_from(ctx, config)
-        with console.status("starting the database (embedded PostgreSQL unless a DSN is configured)..."):
+        status = "starting the database (embedded PostgreSQL unless a DSN is configured)..."
+        with (err_console if json_out else console).status(status):
             dsn = resolve_dsn(settings)
             migrate(dsn, settings)
-        result = asyncio.run(run_demo(settings, dsn, console=console, minutes=minutes, speed=speed))
+        live = err_console if json_out else console  # --json: stdout carries only the JSON
+        result = asyncio.run(run_demo(settings, dsn, console=live, minutes=minutes, speed=speed))
     except HeadendError as exc:
         raise fail(exc) from None
     summary = dict(result.summary)
