@@ -100,7 +100,7 @@ class ClockSyncConfig(_Section):
 
 class BackfillConfig(_Section):
     enabled: bool = True
-    every: float = Field(default=3600.0, gt=0, description="sweep the store for gaps this often (s)")
+    every: float = Field(default=3600.0, gt=0, description="look for gaps of meters whose reads failed this often (s)")
     lookback_days: int = Field(default=3, ge=1, description="how far back to look (<= what meters keep)")
     frozen_depth_days: int = Field(default=62, ge=1, description="daily frozen records a meter keeps")
     profile_depth_days: int = Field(default=10, ge=1, description="days of load profile a meter keeps")
