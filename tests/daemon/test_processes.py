@@ -125,7 +125,13 @@ async def test_lease_takeover_after_sigkill_without_double_reads(daemon_dsn: str
             killed = datetime.now(UTC)
             await procs[0].wait()
             await _until(lambda: _owners(daemon_dsn) == {"bus-0": "d2", "bus-1": "d2"}, 20, "takeover by d2")
+            # d1 comes back: it must not fight d2 for the buses d2 now holds
+            procs.append(await _start(cfg1, tmp_path / "data1", tmp_path / "d1b.log"))
+            await _until(lambda: "started" in (tmp_path / "d1b.log").read_text(errors="replace"), 30, "d1 again")
             await asyncio.sleep(2.5)
+            assert _owners(daemon_dsn) == {"bus-0": "d2", "bus-1": "d2"}
+            procs[2].send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(procs[2].wait(), 20) == 0
             procs[1].send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(procs[1].wait(), 20) == 0
         finally:
@@ -138,7 +144,6 @@ async def test_lease_takeover_after_sigkill_without_double_reads(daemon_dsn: str
                           " WHERE meter = ANY(%s) GROUP BY source", list(meters)))
         d1, d2 = rows["dlt645@d1"], rows["dlt645@d2"]
         assert d1[1] < killed <= d2[0], (ch, d1, d2)  # one owner at a time: no bus polled by both
-    acquired = query(daemon_dsn, "SELECT owner, min(at) FROM channel_lease_log WHERE event = 'acquired'"
-                     " GROUP BY owner ORDER BY 2")
-    assert [o for o, _ in acquired] == ["d1", "d2"]
-    assert acquired[1][1] >= killed
+    acquired = query(daemon_dsn, "SELECT owner, at FROM channel_lease_log WHERE event = 'acquired' ORDER BY at")
+    assert [o for o, _ in acquired] == ["d1", "d1", "d2", "d2"]  # the returning d1 acquired nothing
+    assert acquired[2][1] >= killed
