@@ -223,7 +223,9 @@ class Daemon(ResultListener):
                 db = await self._conn()
                 configs.extend(c for c in await load_channels(db) if c.name not in have)
         if not configs:
-            raise ConfigError("no channels to poll: add [[daemon.channels]] to the config or meters to the database")
+            raise ConfigError(
+                "no channels to poll: add daemon.channels entries to the config, or channels and meters to the database"
+            )
         for c in configs:
             self.channel_configs[c.name] = c
             self.meter_infos[c.name] = self._meters_of(c)
@@ -501,13 +503,18 @@ class Daemon(ResultListener):
             from headend.storeglue import resolve_dsn
 
             self.dsn = await asyncio.to_thread(resolve_dsn, self.settings)
+        try:
+            await self.load_fleet()  # configuration errors surface before anything is opened
+        except BaseException:
+            if self._db is not None:
+                await self._db.close()
+            raise
         if self._ingestor is None:
             from headend.storeglue import open_ingestor
 
             assert self.dsn is not None
             self._ingestor = await open_ingestor(self.settings, self.dsn)
         self.sink = IngestSink(self._ingestor)
-        await self.load_fleet()
         if self.cfg.listen:
             host, _, port = self.cfg.listen.rpartition(":")
             self.http = HttpServer(host or "127.0.0.1", int(port or 0))
