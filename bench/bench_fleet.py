@@ -30,6 +30,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -346,6 +347,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 p.kill()
         with psycopg.connect(server, autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"kept {tmp} (config, daemon log)", file=sys.stderr)
     return result
 
 
@@ -360,6 +365,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1.0, help="response timeout, seconds")
     ap.add_argument("--sim-procs", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1, help="cycles before the measured one")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (config, daemon log)")
     ap.add_argument("--no-baseline", dest="baseline", action="store_false",
                     help="skip the bare-poller baseline cycle")
     ap.add_argument("--setup-timeout", type=float, default=300.0)
