@@ -489,9 +489,20 @@ class Daemon(ResultListener):
         if self.leases is None:
             for n in names:
                 self.start_channel(n)
+            self._mark_ready()
             return
         self.leases.want(names)
+        # Ready (and registered for `headend read`/`load`) only once the first lease round has
+        # started our channels: a client arriving earlier would open the port as a second master.
+        await self.leases.step()
+        self._mark_ready()
+        await asyncio.sleep(self.leases.renew)
         await self.leases.run()
+
+    def _mark_ready(self) -> None:
+        self._registry_dirty = False
+        self._register()
+        self.ready.set()
 
     # -- life cycle ----------------------------------------------------------------------
     def stop(self) -> None:
@@ -545,8 +556,6 @@ class Daemon(ResultListener):
                     tg.create_task(self._lag_loop(), name="lag"),
                 ]
                 background += [tg.create_task(p.run(self), name=f"plugin {p.__name__}") for p in plugins]
-                self._register()
-                self.ready.set()
                 LOGGER.warning("daemon %s started: %d channels configured", self.name, len(self.channel_configs))
                 await self.stopping.wait()
                 await self._shutdown(background)
