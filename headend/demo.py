@@ -45,8 +45,13 @@ __all__ = ["DEMO_SETUP", "DEMO_STAGES", "DemoContext", "demo_plans", "run_demo"]
 
 LOGGER = logging.getLogger(__name__)
 
-DEMO_SETUP: list[str] = ["simulators.modbus.demo:setup"]
-DEMO_STAGES: list[str] = ["simulators.modbus.demo:stage"]
+DEMO_SETUP: list[str] = ["simulators.modbus.demo:setup", "simulators.mqtt.demo:setup"]
+DEMO_STAGES: list[str] = [
+    "simulators.modbus.demo:stage",
+    "simulators.mqtt.demo:stage",
+    "headend.control.demo:stage",  # before VEE, so the cut and restore show in its work orders
+    "mdm.vee.demo:stage",
+]
 
 
 @dataclass

@@ -23,3 +23,10 @@ def test_demo_runs_and_leaves_data(daemon_dsn: str, tmp_path: Path, monkeypatch:
     assert summary["clock syncs (broadcast)"] >= 1 or summary["meters with clock flagged"] >= 1
     channels = {c for (c,) in query(daemon_dsn, "SELECT DISTINCT channel FROM collection_kpi")}
     assert {"tcp-bus-1", "pty-bus-2", "tcp-bus-3"} <= channels  # TCP and pty buses both collected
+    # Every module's stage ran on the collected data: Modbus, MQTT, remote control, VEE.
+    assert "modbus reads ok / no reply" in summary
+    assert "mqtt stored" in summary
+    assert str(summary["remote cut (DEMO-0001)"]).startswith("confirmed")
+    assert "frames to its meter: 0" in str(summary["remote cut refused (DEMO-0002)"])
+    assert str(summary["reconnect after payment"]).startswith("confirmed")
+    assert "VEE exceptions" in summary
