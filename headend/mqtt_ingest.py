@@ -10,6 +10,10 @@ subscribe -> validate (:mod:`protocols.mqtt.schema`) -> store:
 - anything invalid -> ``mqtt_dead_letters`` (topic, payload bytes, reason, received_at), never dropped.
 
 QoS 1, persistent session (stable client id ``<mqtt.client_id>-ingest``), reconnect with back-off.
+A message is acknowledged to the broker only once it is durable (``ingestor.submit`` returned: in
+PostgreSQL or the ingestor's disk spool; or its dead letter / event / status / response row
+committed), in the order received. A kill -9 therefore loses nothing: the broker re-delivers what
+was not acknowledged, and every write is idempotent, so a re-delivery does not count twice.
 With ``[mqtt] shared_group`` every subscription is ``$share/<group>/...`` so several daemons split
 the terminals' traffic (give each daemon its own ``client_id``).
 
@@ -66,12 +70,14 @@ class IngestStats:
     dead_letters: int = 0
     batches: int = 0
     store_retries: int = 0
+    acked: int = 0  # messages acknowledged to the broker (after they were durable)
     # end-to-end latency samples (s): stored (batch committed) minus the telemetry's ts
     latencies: list[float] = field(default_factory=list)
     keep_latencies: bool = False
 
 
 _Raw = tuple[str, bytes, datetime]
+_Ack = tuple[int, int, int]  # (connection number, mid, qos) of one received message
 
 
 class MqttIngestService:
@@ -86,6 +92,7 @@ class MqttIngestService:
         batch_wait: float = 0.05,
         pipeline: int = 8,
         keep_latencies: bool = False,
+        ack_window: int = 1000,
     ) -> None:
         self.mqtt = mqtt
         self.ingestor = ingestor
@@ -100,6 +107,14 @@ class MqttIngestService:
         self.port: int = mqtt.port
         self.conn: MqttConnection | None = None
         self._buf: list[_Raw] = []
+        self._buf_acks: list[_Ack] = []
+        # the broker sends at most its max_inflight_messages unacknowledged QoS 1 messages (Mosquitto:
+        # 20 by default): a batch starts as soon as ack_window are waiting, not after batch_wait
+        self.ack_window = max(1, ack_window)
+        self._unacked = 0  # messages handed to batches, not yet acknowledged (or given up)
+        self._seq = 0  # batch numbers, in the order received
+        self._ack_next = 0  # the next batch whose messages may be acknowledged
+        self._finished: dict[int, list[_Ack] | None] = {}  # done batches waiting for earlier ones
         self._wake = asyncio.Event()
         self._db: Any = None
         self._slots = asyncio.Semaphore(max(1, pipeline))
@@ -112,8 +127,41 @@ class MqttIngestService:
         payload = message.payload
         raw = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload or "").encode()
         self._buf.append((message.topic.value, raw, datetime.now(UTC)))
+        conn = self.conn
+        self._buf_acks.append((conn.connects if conn is not None else 0, message.mid, message.qos))
         self.stats.received += 1
-        if len(self._buf) >= self.batch_size:
+        # group commit: start at once when nothing is being written, else when the broker will send no
+        # more before an ack (ack_window) or the batch is full; otherwise after batch_wait
+        if self._unacked == 0 or len(self._buf) >= min(self.batch_size, self.ack_window - self._unacked):
+            self._wake.set()
+
+    def _take(self) -> tuple[int, list[_Raw], list[_Ack]]:
+        batch, self._buf = self._buf, []
+        acks, self._buf_acks = self._buf_acks, []
+        seq = self._seq
+        self._seq += 1
+        self._unacked += len(acks)
+        return seq, batch, acks
+
+    def _finish(self, seq: int, acks: list[_Ack], stored: bool) -> None:
+        """Batch ``seq`` is durable (``stored``) or given up: acknowledge, in the order received, every
+        batch up to the first one still being written. A batch given up is not acknowledged (the broker
+        re-sends it after the next reconnect) but does not hold the later ones back."""
+        self._finished[seq] = acks if stored else None
+        conn = self.conn
+        while self._ack_next in self._finished:
+            done = self._finished.pop(self._ack_next)
+            self._ack_next += 1
+            if done is None:
+                continue
+            self._unacked -= len(done)
+            if conn is not None:
+                for connection, mid, qos in done:
+                    if conn.ack(connection, mid, qos):
+                        self.stats.acked += 1
+        if stored is False:
+            self._unacked -= len(acks)
+        if self._unacked == 0 and self._buf:  # what arrived meanwhile goes next (group commit)
             self._wake.set()
 
     async def run(self, stop: asyncio.Event | None = None) -> IngestStats:
@@ -130,7 +178,7 @@ class MqttIngestService:
         self.conn = MqttConnection(
             self.host, self.port, client_id=self.client_id, clean_session=False,
             username=self.mqtt.username, password=os.environ.get("HEADEND_MQTT_PASSWORD") or None,
-            handler=self._on_message, name="mqtt-ingest", max_inflight=1000,
+            handler=self._on_message, name="mqtt-ingest", max_inflight=1000, manual_ack=True,
         )
         for channel in SUBSCRIBED:
             self.conn.subscriptions[self.topics.filter(channel, shared_group=group)] = 1
@@ -144,17 +192,17 @@ class MqttIngestService:
                     await asyncio.wait_for(self._wake.wait(), self.batch_wait)
                 self._wake.clear()
                 if self._buf:
-                    batch, self._buf = self._buf, []
                     # parse the next batch while earlier ones are being written (bounded pipeline)
                     await self._slots.acquire()
-                    task = asyncio.create_task(self._store_in_slot(batch, stop))
+                    seq, batch, acks = self._take()
+                    task = asyncio.create_task(self._store_in_slot(seq, batch, acks, stop))
                     self._writing.add(task)
                     task.add_done_callback(self._writing.discard)
             if self._writing:
                 await asyncio.gather(*self._writing, return_exceptions=True)
             if self._buf:  # what arrived before the stop is still stored
-                batch, self._buf = self._buf, []
-                await self._store(batch, stop, final=True)
+                seq, batch, acks = self._take()
+                self._finish(seq, acks, await self._store(batch, stop, final=True))
         finally:
             # a write still in flight (cancellation) must end before its connection is closed: closing a
             # psycopg connection under a waiting query leaves a stale fd registration in the event loop
@@ -172,11 +220,15 @@ class MqttIngestService:
 
     # ------------------------------------------------------------------ store
 
-    async def _store_in_slot(self, batch: list[_Raw], stop: asyncio.Event) -> None:
+    async def _store_in_slot(self, seq: int, batch: list[_Raw], acks: list[_Ack], stop: asyncio.Event) -> None:
+        stored = False
         try:
-            await self._store(batch, stop)
+            stored = await self._store(batch, stop)
+        except Exception:  # not durable: left unacknowledged, so the broker re-sends it after a reconnect
+            LOGGER.exception("MQTT ingest: batch of %d message(s) not stored", len(batch))
         finally:
             self._slots.release()
+            self._finish(seq, acks, stored)
 
     async def _connection(self) -> Any:
         import psycopg
@@ -185,7 +237,8 @@ class MqttIngestService:
             self._db = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=5)
         return self._db
 
-    async def _store(self, batch: list[_Raw], stop: asyncio.Event, *, final: bool = False) -> None:
+    async def _store(self, batch: list[_Raw], stop: asyncio.Event, *, final: bool = False) -> bool:
+        """Write one batch; True once it is durable, False when given up (stopping, store down)."""
         import psycopg
 
         parsed = self._parse(batch)
@@ -208,8 +261,9 @@ class MqttIngestService:
                         await self._db.close()
                 self._db = None
                 if stop.is_set() and (final or self.stats.store_retries > 3):  # do not block a shutdown
-                    LOGGER.error("MQTT ingest: stopping with %d unstored messages (store unavailable)", len(batch))
-                    return
+                    LOGGER.error("MQTT ingest: stopping with %d unstored messages (store unavailable;"
+                                 " not acknowledged, the broker keeps them)", len(batch))
+                    return False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except Exception as exc:  # data the store refuses: keep every message as a dead letter
@@ -219,6 +273,7 @@ class MqttIngestService:
                 await self._write([], [], [], [], dead, [])
                 break
         self.stats.batches += 1
+        return True
 
     def _parse(self, batch: list[_Raw]) -> tuple[list[Reading], list[tuple[Any, ...]], list[tuple[Any, ...]],
                                                  list[tuple[Any, ...]], list[tuple[Any, ...]], list[datetime]]:
@@ -293,8 +348,11 @@ class MqttIngestService:
         async with db.transaction(), db.cursor() as cur:
             if dead:
                 await cur.executemany(
+                    # a re-delivered message (not acknowledged before a crash) is the same dead letter
                     "INSERT INTO mqtt_dead_letters (topic, payload, reason, detail, received_at)"
-                    " VALUES (%s, %s, %s, %s, %s)", dead)
+                    " VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (topic, sha256(payload)) DO UPDATE SET last_received_at = EXCLUDED.received_at",
+                    dead)
             if events:
                 await cur.executemany(
                     "INSERT INTO meter_events (meter, code, ts, ended_at, severity, source, detail)"

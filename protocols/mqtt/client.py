@@ -75,12 +75,28 @@ TRACE = 5
 Handler = Callable[[aiomqtt.Message], None]
 
 
+def _paho(client: aiomqtt.Client) -> Any:
+    """The paho client under an aiomqtt client.
+
+    aiomqtt 2.x exposes neither manual acknowledgement (``manual_ack_set`` / ``ack``) nor an abrupt
+    close of the socket; its underlying ``paho.mqtt.client.Client`` does. This is the ONE place
+    that touches the private attribute; aiomqtt is pinned ``<3`` in pyproject.toml so it cannot
+    change under us (re-check it when lifting the pin).
+    """
+    return client._client
+
+
 class MqttConnection:
     """One broker connection that comes back by itself.
 
     ``start()`` returns at once; ``wait_connected(timeout)`` waits for the (next) CONNACK.
     Incoming messages go to ``handler`` (synchronous; keep it cheap). ``on_connect`` runs
     after every CONNACK and re-subscription (e.g. to publish a retained online status).
+
+    With ``manual_ack=True`` a QoS 1 message is not acknowledged when it is received: the owner
+    calls :meth:`ack` once it is durable, so a crash before that leaves it queued at the broker
+    (persistent session) and it is delivered again. ``connects`` at receipt identifies the connection
+    a message came on; an ack for an older connection is not sent (the broker re-sends the message).
     """
 
     def __init__(
@@ -98,6 +114,7 @@ class MqttConnection:
         on_connect: Callable[[], Any] | None = None,
         backoff: tuple[float, float] = (0.1, 10.0),
         max_inflight: int = 200,
+        manual_ack: bool = False,
         name: str = "",
     ) -> None:
         self.host, self.port = host, port
@@ -110,6 +127,7 @@ class MqttConnection:
         self.on_connect = on_connect
         self.backoff = backoff
         self.max_inflight = max_inflight
+        self.manual_ack = manual_ack
         self.name = name or client_id
         self.subscriptions: dict[str, int] = {}
         self.connects = 0  # successful CONNACKs so far
@@ -179,12 +197,25 @@ class MqttConnection:
         except aiomqtt.MqttError as exc:
             raise NoResponseError(f"MQTT {self.name}: publish failed: {exc}") from exc
 
+    def ack(self, connection: int, mid: int, qos: int) -> bool:
+        """Acknowledge message ``mid`` received on connection number ``connection`` (``connects`` then).
+
+        Only with ``manual_ack``; call in the order the messages were received. Returns False when
+        that connection is gone (not sent: the broker delivers the message again on the next one).
+        """
+        client = self._client
+        if client is None or connection != self.connects or not self.connected:
+            return False
+        if qos == 0 or not self.manual_ack:
+            return True
+        return bool(_paho(client).ack(mid, qos) == 0)
+
     def drop(self) -> None:
         """Close the socket without DISCONNECT (the broker then publishes the Last Will). For simulators."""
         client = self._client
         if client is not None:
             with contextlib.suppress(Exception):
-                sock: Any = client._client.socket()  # paho exposes no abrupt close
+                sock: Any = _paho(client).socket()
                 if sock is not None:
                     sock.shutdown(socket.SHUT_RDWR)
 
@@ -192,11 +223,14 @@ class MqttConnection:
         delay = self.backoff[0]
         while not self._stopping:
             try:
-                async with aiomqtt.Client(
+                client = aiomqtt.Client(
                     self.host, self.port, identifier=self.client_id, clean_session=self.clean_session,
                     username=self._username, password=self._password, will=self.will, keepalive=self.keepalive,
                     max_inflight_messages=self.max_inflight, timeout=10,
-                ) as client:
+                )
+                if self.manual_ack:  # before CONNECT: nothing may be acknowledged automatically
+                    _paho(client).manual_ack_set(True)
+                async with client:
                     self._client = client
                     for topic_filter, qos in list(self.subscriptions.items()):
                         await client.subscribe(topic_filter, qos=qos)
