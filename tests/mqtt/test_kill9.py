@@ -130,3 +130,24 @@ async def test_kill9_mid_stream_loses_nothing_and_double_counts_nothing(private_
     assert events == N // EVERY, "events lost or duplicated"
     assert dead == N // EVERY, "dead letters lost or duplicated"
     assert time.monotonic() - started < 30
+
+
+async def test_redelivered_event_and_dead_letter_are_stored_once(mqtt_broker, mqtt_prefix, settings_for, fresh_dsn):
+    """What a re-delivery after a crash looks like to the ingest: the same bytes on the same topic again."""
+    from tests.mqtt.conftest import ingest_running, wait_for
+
+    settings = settings_for(mqtt_broker, mqtt_prefix)
+    event = json.dumps({"v": 1, "ts": BASE.isoformat(), "event": "cover_open", "severity": 2}).encode()
+    sent = [(f"{mqtt_prefix}/terminal/R1/event", event), (f"{mqtt_prefix}/terminal/R1/telemetry", b"not json")]
+    async with ingest_running(settings, fresh_dsn) as svc, aiomqtt.Client(
+        mqtt_broker.host, mqtt_broker.port, identifier=f"{mqtt_prefix}-pub"
+    ) as pub:
+        for _ in range(2):
+            for topic, payload in sent:
+                await pub.publish(topic, payload, qos=1)
+        await wait_for(lambda: svc.stats.acked >= 4, what="4 messages stored and acknowledged")
+        assert svc.stats.received == 4
+    (row,) = await query(fresh_dsn, "SELECT (SELECT count(*) FROM meter_events WHERE meter = 'R1'),"
+                                    " (SELECT count(*) FROM mqtt_dead_letters),"
+                                    " (SELECT count(last_received_at) FROM mqtt_dead_letters)")
+    assert row == (1, 1, 1)
