@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import operator
 import threading
 import time
 from collections import deque
@@ -61,6 +62,7 @@ LOGGER = logging.getLogger(__name__)
 _IS_INTERVAL: dict[str, bool] = {q.code: q.kind is Kind.INTERVAL for q in QUANTITIES.values()}
 _TYPES = ["text", "text", "timestamptz", "float8", "text", "int4", "text"]
 _COLS = "meter, quantity, ts, value, unit, quality, source"
+_KEY = operator.attrgetter("meter", "quantity", "ts")  # the reads tables' primary key
 _TABLES = (("register_reads", "mdm_stage_reg", "register"), ("interval_reads", "mdm_stage_int", "interval"))
 
 
@@ -621,6 +623,10 @@ class Ingestor:
 
     @staticmethod
     def _copy(cur: psycopg.Cursor[Any], stmt: sql.SQL, ids: dict[str, Any], rows: list[Reading]) -> None:
+        # In primary-key order: the btree inserts then walk the leaf pages in order (+7-15 % measured,
+        # docs/bench/mdm.md). The sort is stable, so repeats of one key keep their arrival order,
+        # which the versioning statement relies on.
+        rows = sorted(rows, key=_KEY)
         with cur.copy(stmt.format(**ids)) as cp:
             cp.set_types(_TYPES)
             write = cp.write_row
