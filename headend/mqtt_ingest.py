@@ -130,10 +130,17 @@ class MqttIngestService:
         conn = self.conn
         self._buf_acks.append((conn.connects if conn is not None else 0, message.mid, message.qos))
         self.stats.received += 1
-        # group commit: start at once when nothing is being written, else when the broker will send no
-        # more before an ack (ack_window) or the batch is full; otherwise after batch_wait
-        if self._unacked == 0 or len(self._buf) >= min(self.batch_size, self.ack_window - self._unacked):
+        # group commit: start at once when nothing is being written; else when a quarter of the broker's
+        # window waits (so a few batches are in flight and their acks keep the broker sending), when the
+        # broker will send no more before an ack, or when the batch is full; otherwise after batch_wait
+        if self._unacked == 0 or len(self._buf) >= self._batch_target():
             self._wake.set()
+
+    def _batch_target(self) -> int:
+        room = self.ack_window - self._unacked
+        if room <= 0:  # the broker's window is larger than ack_window: batch by size and time only
+            return self.batch_size
+        return max(1, min(self.batch_size, self.ack_window // 4, room))
 
     def _take(self) -> tuple[int, list[_Raw], list[_Ack]]:
         batch, self._buf = self._buf, []
