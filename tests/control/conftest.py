@@ -81,12 +81,3 @@ def seed_arrears(dsn: str, rows: list[dict[str, Any]], at: datetime = WORK_TIME)
                 conn.execute("INSERT INTO exemptions (account, kind, since) VALUES (%s, %s, '-infinity') "
                              "ON CONFLICT DO NOTHING",
                              (r["account"], kind))
-
-
-@pytest.fixture(autouse=True)
-def _no_log_masking_leak() -> Any:
-    """Log masking is process-global: take it down after each test so other areas' traces stay plain."""
-    from headend.control.secrets import uninstall_log_masking
-
-    yield
-    uninstall_log_masking()
