@@ -25,10 +25,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from headend.configbase import Section as _Section
+from headend.configbase import check_zone
 from headend.plans import ReadPlan, default_plans
 
 __all__ = [
@@ -42,26 +43,12 @@ __all__ = [
 ]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _check_zone(v: str | None) -> str | None:
-    if v is None:
-        return v
-    try:
-        ZoneInfo(v)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {v!r}") from None
-    return v
-
-
 class MeterConfig(_Section):
     address: str
     group: str | None = Field(default=None, description="read-plan group (default: the channel's)")
     timezone: str | None = Field(default=None, description="meter's local zone (default: the channel's)")
 
-    _zone = field_validator("timezone")(_check_zone)
+    _zone = field_validator("timezone")(check_zone)
 
 
 class ChannelConfig(_Section):
@@ -76,7 +63,7 @@ class ChannelConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict, description="extra options for the protocol client")
     enabled: bool = True
 
-    _zone = field_validator("timezone")(_check_zone)
+    _zone = field_validator("timezone")(check_zone)
 
     def meter_configs(self) -> list[MeterConfig]:
         return [MeterConfig(address=m) if isinstance(m, str) else m for m in self.meters]

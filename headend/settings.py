@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from headend.configbase import Section as _Section
 from headend.control.config import ControlSettings
 from headend.fleetconfig import DaemonSettings
 from headend.loadmon import LoadSettings
@@ -41,10 +42,6 @@ def default_data_dir() -> Path:
         return Path("/var/lib/ami-headend")
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "ami-headend"
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class DatabaseSettings(_Section):

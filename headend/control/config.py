@@ -10,9 +10,11 @@ from __future__ import annotations
 from datetime import time
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from headend.configbase import Section as _Section
+from headend.configbase import check_zone
 
 __all__ = ["ROLE_NAMES", "ControlPolicy", "ControlSettings", "ExemptionKind"]
 
@@ -20,20 +22,6 @@ __all__ = ["ROLE_NAMES", "ControlPolicy", "ControlSettings", "ExemptionKind"]
 ExemptionKind = Literal["medical", "life_support", "critical", "keep_power", "dispute", "payment_plan"]
 ROLE_NAMES = ("import", "plan", "approve", "execute")
 _SECRET_WORDS = ("password", "passwd", "operator_code", "secret")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _check_zone(v: str | None) -> str | None:
-    if v is None:
-        return v
-    try:
-        ZoneInfo(v)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {v!r}") from None
-    return v
 
 
 class ControlPolicy(_Section):
@@ -77,7 +65,7 @@ class ControlPolicy(_Section):
     reconnect_within_hours: float = Field(default=24, gt=0)
     reconnect_mode: Literal["close_direct", "close_permit"] = "close_direct"
 
-    _zone = field_validator("timezone")(_check_zone)
+    _zone = field_validator("timezone")(check_zone)
 
     @field_validator("no_cut_weekdays", "weekend")
     @classmethod
