@@ -95,10 +95,15 @@ def decode_rows(payload: bytes) -> tuple[list[Reading], list[Reading]]:
 
 
 class Spool:
-    """Segment files in ``directory``; one process at a time (an exclusive ``flock``)."""
+    """Segment files in ``directory``; one process at a time (an exclusive ``flock``).
 
-    def __init__(self, directory: Path) -> None:
+    ``fsync=False`` keeps records in the OS page cache only: they survive the death of this
+    process (kill -9), not a power cut. :class:`mdm.journal.ReadingJournal` uses that.
+    """
+
+    def __init__(self, directory: Path, *, fsync: bool = True) -> None:
         self.directory = Path(directory)
+        self.fsync = fsync
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lockfile: IO[str] | None = open(self.directory / ".lock", "a+")
         try:
@@ -134,7 +139,8 @@ class Spool:
         rec = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
         self._active.write(rec)
         self._active.flush()
-        os.fsync(self._active.fileno())
+        if self.fsync:
+            os.fsync(self._active.fileno())
         self.records_written += 1
 
     def append(self, registers: Sequence[Reading], intervals: Sequence[Reading]) -> None:
@@ -143,6 +149,12 @@ class Spool:
         with self._lock:
             self._append_locked(payload)
             self.spooling = True
+
+    def write_record(self, registers: Sequence[Reading], intervals: Sequence[Reading]) -> None:
+        """Append one record without touching the spooling mode (journal use)."""
+        payload = encode_rows(registers, intervals)
+        with self._lock:
+            self._append_locked(payload)
 
     def append_if_spooling(self, registers: Sequence[Reading], intervals: Sequence[Reading]) -> bool:
         """While spooling (keeps arrival order during an outage and its replay): append, True."""
