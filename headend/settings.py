@@ -61,6 +61,8 @@ class MqttSettings(_Section):
     client_id: str = "ami-headend"
     topic_prefix: str = "ami"
     shared_group: str | None = Field(default=None, description="$share group name when several daemons split load")
+    ack_window: int = Field(default=1000, ge=1, description="unacknowledged QoS 1 messages the ingest expects at once:"
+                            " the broker's max_inflight_messages (docs/mqtt.md)")
 
 
 class Settings(BaseSettings):
