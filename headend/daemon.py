@@ -25,9 +25,11 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -44,6 +46,7 @@ from headend.leases import LeaseManager
 from headend.scheduler import Scheduler
 from headend.settings import Settings
 from headend.timebase import Clock, WallClock
+from mdm.journal import ReadingJournal
 from protocols.arbitration import BreakerPolicy, Priority
 from protocols.client import MeterClient
 from protocols.errors import ConfigError, HeadendError
@@ -67,10 +70,15 @@ class IngestSink:
     slows the buses rather than growing memory.
     """
 
-    def __init__(self, ingestor: Ingestor, *, batch: int = 50_000, high_water: int = 200_000) -> None:
+    def __init__(self, ingestor: Ingestor, *, batch: int = 50_000, high_water: int = 200_000,
+                 journal: ReadingJournal | None = None) -> None:
         self.ingestor = ingestor
         self.batch = batch
         self.high_water = high_water
+        # every reading is journalled before it is buffered, so a kill -9 loses none of the buffer
+        self.journal = journal
+        # (readings still to be made durable, journal segments holding them), oldest first
+        self._marks: deque[tuple[int, list[Path]]] = deque()
         self._buf: list[Reading] = []
         self._have = asyncio.Event()
         self._room = asyncio.Event()
@@ -85,12 +93,18 @@ class IngestSink:
         while len(self._buf) >= self.high_water:
             self._room.clear()
             await self._room.wait()
+        if self.journal is not None:
+            self.journal.append(readings)
         self._buf.extend(readings)
         self._have.set()
 
     async def _submit_some(self) -> bool:
         if not self._buf:
             return False
+        if self.journal is not None:
+            segments = self.journal.checkpoint()
+            if segments:  # everything journalled so far is in the buffer now
+                self._marks.append((len(self._buf), segments))
         chunk = self._buf[: self.batch]
         try:
             await self.ingestor.submit(chunk)
@@ -101,9 +115,19 @@ class IngestSink:
             return False
         del self._buf[: len(chunk)]
         self.submitted += len(chunk)
+        if self._marks:
+            self._retire(len(chunk))
         if len(self._buf) < self.high_water:
             self._room.set()
         return True
+
+    def _retire(self, durable: int) -> None:
+        """``durable`` readings from the front of the buffer are in the store: drop covered segments."""
+        marks = deque((left - durable, segs) for left, segs in self._marks)
+        while marks and marks[0][0] <= 0:
+            assert self.journal is not None
+            self.journal.retire(marks.popleft()[1])
+        self._marks = marks
 
     async def run(self) -> None:
         while True:
@@ -171,6 +195,7 @@ class Daemon(ResultListener):
             raise ConfigError(f"timezone: unknown time zone {settings.timezone!r}") from None
         self.dsn = dsn
         self._ingestor = ingestor
+        self._journal: ReadingJournal | None = None
         self._client_factory = client_factory
         self.channel_configs: dict[str, ChannelConfig] = {}
         self.meter_infos: dict[str, list[MeterInfo]] = {}
@@ -525,7 +550,8 @@ class Daemon(ResultListener):
 
             assert self.dsn is not None
             self._ingestor = await open_ingestor(self.settings, self.dsn)
-        self.sink = IngestSink(self._ingestor)
+            self._journal = await self._replay_journal(self._ingestor)
+        self.sink = IngestSink(self._ingestor, journal=self._journal)
         if self.cfg.listen:
             host, _, port = self.cfg.listen.rpartition(":")
             self.http = HttpServer(host or "127.0.0.1", int(port or 0))
@@ -569,11 +595,27 @@ class Daemon(ResultListener):
                 await self.leases.aclose()
             if self._db is not None:
                 await self._db.close()
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
             closer = getattr(self._ingestor, "aclose", None) or getattr(self._ingestor, "close", None)
             if closer is not None:
                 res = closer()
                 if asyncio.iscoroutine(res):
                     await res
+
+    async def _replay_journal(self, ingestor: Ingestor) -> ReadingJournal:
+        """Open the reading journal and store what a run killed before its readings were durable left."""
+        journal = ReadingJournal(self.settings.data_dir / "journal")
+        n = 0
+        for chunk in journal.leftovers():
+            await ingestor.submit(chunk)  # idempotent: readings that did reach the store change nothing
+            n += len(chunk)
+        journal.retire_leftovers()
+        if n or journal.damage:
+            LOGGER.warning("journal: %d readings from an unfinished run stored again, %d damaged stretch(es) kept",
+                           n, len(journal.damage))
+        return journal
 
     async def _shutdown(self, background: list[asyncio.Task[Any]]) -> None:
         LOGGER.warning("daemon %s stopping: draining %d channels", self.name, len(self.channels))

@@ -47,6 +47,7 @@ class ReadingJournal:
         self._spool = Spool(Path(directory), fsync=False)
         # segments left by an earlier run: replayed by the owner, then retired
         self._leftovers = self._spool.rotate()
+        self._issued: set[Path] = set()  # closed segments handed out by checkpoint(), not yet retired
         self.damage: list[SpoolDamage] = []
         self.appended = 0
 
@@ -79,13 +80,20 @@ class ReadingJournal:
             self.appended += len(readings)
 
     def checkpoint(self) -> list[Path]:
-        """Close the active segment: the returned segments hold every reading appended so far."""
-        return [p for p in self._spool.rotate() if p not in self._leftovers]
+        """Close the active segment; return the segments closed since the last checkpoint.
+
+        Together with the segments of earlier checkpoints not yet retired they hold every reading
+        appended so far.
+        """
+        new = [p for p in self._spool.rotate() if p not in self._leftovers and p not in self._issued]
+        self._issued.update(new)
+        return new
 
     def retire(self, segments: Sequence[Path]) -> None:
         """Delete segments whose readings are all durable in the store."""
         for seg in segments:
             self._spool.remove(seg)
+            self._issued.discard(seg)
 
     def pending_bytes(self) -> int:
         return self._spool.stats().bytes

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -69,3 +73,66 @@ async def test_replaying_leftovers_twice_stores_each_reading_once(fresh_dsn: str
     with psycopg.connect(fresh_dsn) as conn:
         assert db_checksum(conn) == expected_checksum(conn, 3000)
     assert list(ReadingJournal(tmp_path / "journal").leftovers()) == []
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _kill_after(dsn: str, data_dir: Path, n: int, wait_for: int, *extra: str, stored_at_least: int = 0) -> int:
+    """Run the child producer, SIGKILL it once ``wait_for`` readings were handed over (and
+    ``stored_at_least`` are in the database); return the count handed over."""
+    progress = data_dir / "progress"
+    child = subprocess.Popen([sys.executable, "-m", "tests.mdm.journal_child", dsn, str(data_dir), str(n),
+                              str(progress), *extra], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if progress.exists() and int(progress.read_text() or 0) >= wait_for and (
+                    not stored_at_least or _stored(dsn)[0] >= stored_at_least):
+                break
+            assert child.poll() is None, "child producer died"
+            time.sleep(0.01)
+        else:
+            raise AssertionError("child producer made no progress")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    return int(progress.read_text())
+
+
+async def _replay(dsn: str, data_dir: Path) -> None:
+    journal = ReadingJournal(data_dir / "journal")
+    async with Ingestor(dsn) as ing:
+        for chunk in journal.leftovers():
+            await ing.submit(chunk)
+    journal.retire_leftovers()
+    journal.close()
+
+
+def _stored(dsn: str) -> tuple[int, tuple[int, str], tuple[int, str]]:
+    with psycopg.connect(dsn) as conn:
+        have = db_checksum(conn)
+        return have[0], have, expected_checksum(conn, have[0])
+
+
+async def test_sigkill_with_everything_buffered_loses_nothing(fresh_dsn: str, tmp_path: Path) -> None:
+    handed = _kill_after(fresh_dsn, tmp_path, 5_000, 5_000, "--no-submit")
+    assert handed == 5_000
+    assert _stored(fresh_dsn)[0] == 0  # nothing reached the database before the kill
+    await _replay(fresh_dsn, tmp_path)
+    count, have, want = _stored(fresh_dsn)
+    assert count == 5_000 and have == want
+
+
+async def test_sigkill_while_submitting_loses_and_duplicates_nothing(fresh_dsn: str, tmp_path: Path) -> None:
+    handed = _kill_after(fresh_dsn, tmp_path, 60_000, 30_000, stored_at_least=20_000)
+    before = _stored(fresh_dsn)[0]
+    assert 20_000 <= before < 60_000  # killed mid-run
+    # segments whose readings were durable were retired while the producer ran
+    journalled = sum(len(c) for c in ReadingJournal(tmp_path / "journal").leftovers())
+    assert journalled < handed
+    await _replay(fresh_dsn, tmp_path)
+    count, have, want = _stored(fresh_dsn)
+    # every reading handed over is stored once: the stored set is a prefix readings(0, k), k >= handed
+    assert count >= handed and have == want
+    assert count >= before and not list((tmp_path / "journal").glob("spool-*.log"))
