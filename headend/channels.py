@@ -51,6 +51,7 @@ class JobKind(StrEnum):
     READ = "read"
     PROFILE = "profile"
     DAILY = "daily"
+    SETTLEMENT = "settlement"  # monthly billing values frozen by the meter at its settlement day
     CLOCK = "clock"
     CALL = "call"  # an arbitrary coroutine on the client (on-demand, control, clock sync)
 
@@ -391,6 +392,11 @@ class Channel:
             return await meterops.read_load_profile(client, job.meter, job.start, job.count, p)
         if job.kind is JobKind.DAILY:
             return await meterops.read_daily_frozen(client, job.meter, job.n, p)
+        if job.kind is JobKind.SETTLEMENT:
+            if meterops.can(client, "settlement"):
+                return await meterops.read_settlement(client, job.meter, job.n, p)
+            # a device that keeps no settlement values: its registers now, just after the boundary
+            return await meterops.read_current(client, job.meter, job.quantities, p, self.clock.now(), self.source)
         if job.kind is JobKind.CLOCK:
             t0 = self.clock.now()
             meter_time = await meterops.read_clock(client, job.meter, p)

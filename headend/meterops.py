@@ -26,6 +26,7 @@ __all__ = [
     "read_current",
     "read_daily_frozen",
     "read_load_profile",
+    "read_settlement",
 ]
 
 
@@ -36,6 +37,7 @@ class NotSupported(HeadendError):
 # capability -> method names tried in order (the first the client has is used)
 _METHODS: dict[str, tuple[str, ...]] = {
     "daily_frozen": ("read_daily_frozen", "read_frozen_daily"),
+    "settlement": ("read_settlement",),
     "load_profile": ("read_load_profile", "read_profile"),
     "clock": ("read_clock",),
     "broadcast_time": ("broadcast_time_sync", "broadcast_time"),
@@ -67,6 +69,12 @@ async def read_current(
 async def read_daily_frozen(client: MeterClient, meter: str, n: int, priority: Priority) -> list[Reading]:
     """The Nth previous daily freeze; timestamps are the meter's own (the freeze time)."""
     out: list[Reading] = await _method(client, "daily_frozen")(meter, n, priority=priority)
+    return out
+
+
+async def read_settlement(client: MeterClient, meter: str, n: int, priority: Priority) -> list[Reading]:
+    """Billing registers frozen at the Nth previous monthly settlement, stamped with its time."""
+    out: list[Reading] = await _method(client, "settlement")(meter, n, priority=priority)
     return out
 
 

@@ -5,7 +5,8 @@ A plan applies to meter groups and has a kind:
 - ``read``: current values (instantaneous block, energy block, event counters) every ``every`` s;
 - ``profile``: the last load-profile interval(s) from the meter's records, every ``every`` s (900);
 - ``daily``: yesterday's daily frozen record, after local midnight;
-- ``monthly``: billing values on the billing day, after local midnight;
+- ``monthly``: billing values on the billing day: the registers the meter froze at its settlement
+  instant (结算日), or a current read where the device keeps none;
 - ``clock``: the meter clock (feeds clock management).
 
 Slots are computed in the meter's local zone (zoneinfo, so DST days have 23 or 25 hours).

@@ -42,8 +42,10 @@ def job_for_slot(plan: ReadPlan, meter: str, slot: Slot) -> Job:
         return Job(kind=JobKind.DAILY, n=1, **common)  # type: ignore[arg-type]
     if plan.kind is PlanKind.CLOCK:
         return Job(kind=JobKind.CLOCK, **common)  # type: ignore[arg-type]
-    quantities = tuple(plan.quantities) or (MONTHLY_DEFAULT if plan.kind is PlanKind.MONTHLY else ())
-    return Job(kind=JobKind.READ, quantities=quantities, **common)  # type: ignore[arg-type]
+    if plan.kind is PlanKind.MONTHLY and not plan.quantities:
+        # billing values are the ones the meter froze at the settlement instant, not a read minutes later
+        return Job(kind=JobKind.SETTLEMENT, n=1, quantities=MONTHLY_DEFAULT, **common)  # type: ignore[arg-type]
+    return Job(kind=JobKind.READ, quantities=tuple(plan.quantities), **common)  # type: ignore[arg-type]
 
 
 class Scheduler:

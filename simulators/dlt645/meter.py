@@ -40,10 +40,10 @@ from protocols.dlt645.events import (
     WriteAddress,
     WriteData,
 )
-from protocols.dlt645.formats import Bcd, DateTime
+from protocols.dlt645.formats import Bcd, DateTime, bcd_to_int
 from protocols.dlt645.frame import BROADCAST, Frame
 from protocols.dlt645.quirks import DEFAULT_QUIRKS, Quirks
-from protocols.dlt645.registry import DI97_TO_DI07, FROZEN_KINDS, decode_data, encode_data, lookup
+from protocols.dlt645.registry import DI97_TO_DI07, FROZEN_KINDS, SETTLEMENTS, decode_data, encode_data, lookup
 from protocols.dlt645.services import encode_reply, parse_request, split_read_reply
 from protocols.errors import FrameError, LocalProtocolError
 from simulators.clock import SimClock
@@ -495,6 +495,29 @@ class SimMeter:
             return None
         return t
 
+    def settlement_day(self) -> tuple[int, int]:
+        """(day, hour) of the 1st settlement day (04000B01, DDhh; written value or 01 00:00)."""
+        raw = self.params.get(0x04000B01)
+        if raw is not None and len(raw) == 2:
+            hh, dd = bcd_to_int(raw[:1]), bcd_to_int(raw[1:])
+            if dd is not None and hh is not None and 1 <= dd <= 28 and 0 <= hh <= 23:
+                return dd, hh
+        return 1, 0
+
+    def settlement_time(self, n: int) -> datetime | None:
+        """Meter-local time of the ``n``-th previous monthly settlement (结算), None if before history."""
+        if not 1 <= n <= SETTLEMENTS:
+            return None
+        day, hour = self.settlement_day()
+        now = self.clock()
+        t = now.replace(day=day, hour=hour, minute=0, second=0, microsecond=0)
+        months = n - 1 + (1 if t > now else 0)
+        y, m = divmod(t.year * 12 + t.month - 1 - months, 12)
+        t = t.replace(year=y, month=m + 1)
+        if t - timedelta(seconds=self.clock_error()) < self._history_floor():
+            return None
+        return t
+
     def frozen_energy(self, t_meter: datetime) -> EnergySnapshot:
         return self.energy(t_meter - timedelta(seconds=self.clock_error()))
 
@@ -609,6 +632,21 @@ def _energy_readers() -> None:
             return [_register(v) for v in get(m.energy())]
 
         _READERS[di2 << 16 | 0xFF00] = block
+        # DI0 01..0C: the registers as they stood at the Nth previous settlement (no data before history)
+        for n in range(1, SETTLEMENTS + 1):
+            for t in range(5):
+                def one_s(m: SimMeter, get: Callable[[EnergySnapshot], tuple[float, ...]] = get, t: int = t,
+                          n: int = n) -> object:
+                    at = m.settlement_time(n)
+                    return None if at is None else _register(get(m.frozen_energy(at))[t])
+
+                _READERS[di2 << 16 | t << 8 | n] = one_s
+
+            def block_s(m: SimMeter, get: Callable[[EnergySnapshot], tuple[float, ...]] = get, n: int = n) -> object:
+                at = m.settlement_time(n)
+                return None if at is None else [_register(v) for v in get(m.frozen_energy(at))]
+
+            _READERS[di2 << 16 | 0xFF00 | n] = block_s
 
 
 def _instant(key: str) -> Callable[[SimMeter], float]:
@@ -668,6 +706,7 @@ def _misc_readers() -> None:
         r[0x04000500 | n] = _status(n)
     r[0x040005FF] = lambda m: [m.status_word(n) for n in range(1, 8)]
     r[0x04000703] = lambda m: m.baud
+    r[0x04000B01] = lambda m: "{:02d}{:02d}".format(*m.settlement_day())
     # Events
     r[0x03010000] = lambda m: {
         f"{p}_{k}": v[i]
