@@ -161,3 +161,30 @@ async def test_settlement_values_are_the_registers_at_the_settlement_instant() -
         assert registry.decode_data(0x04000B01, meter.read_value(0x04000B01) or b"").value == "1512"
         at15 = meter.settlement_time(1)
         assert at15 is not None and (at15.day, at15.hour) == (15, 12) and at15 <= meter.clock()
+
+
+async def test_client_reads_settlement_values_stamped_at_the_settlement() -> None:
+    from protocols.dlt645.settlement import read_settlement, settlement_instant
+
+    async with MeterBusSimulator(1, transport="tcp", history_days=70) as sim:
+        meter = sim.meters[M1]
+        async with Dlt645Client.from_url(sim.url, timeout=0.5, tz=meter.tz) as client:
+            readings = await read_settlement(client, M1, 1)
+            at = meter.settlement_time(1)
+            assert at is not None
+            snap = meter.frozen_energy(at)
+            by = {r.quantity: r for r in readings}
+            assert set(by) == {"energy.active.import", *(f"energy.active.import.t{k}" for k in range(1, 5)),
+                               "energy.active.export", *(f"energy.active.export.t{k}" for k in range(1, 5))}
+            assert all(r.ts == at and r.quality == Quality.GOOD for r in readings)
+            assert by["energy.active.import"].value == pytest.approx(snap.imp, abs=0.01)
+            assert by["energy.active.export.t2"].value == pytest.approx(snap.exp_t[1], abs=0.01)
+            older = await read_settlement(client, M1, 2)
+            assert {r.ts for r in older} == {meter.settlement_time(2)}
+            with pytest.raises(DeviceError):  # before the meter's history: the meter says no data
+                await read_settlement(client, M1, 12)
+    # the instant arithmetic across a year boundary and before the day in the month
+    t = datetime(2026, 1, 10, 8, tzinfo=UTC)
+    assert settlement_instant(t, 1, 0, 1) == datetime(2026, 1, 1, tzinfo=UTC)
+    assert settlement_instant(t, 15, 0, 1) == datetime(2025, 12, 15, tzinfo=UTC)
+    assert settlement_instant(t, 15, 0, 3) == datetime(2025, 10, 15, tzinfo=UTC)
