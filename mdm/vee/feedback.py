@@ -43,7 +43,7 @@ def record_exchange(conn: Connection[Any], old_meter: str, ex: dict[str, Any], *
     ts = datetime.fromisoformat(str(ex["ts"])) if ex.get("ts") else datetime.now().astimezone()
     new_meter = str(ex.get("new_meter") or "")
     sp = None
-    if new_meter and storeio.columns(conn, "meter_installations"):
+    if new_meter:
         row = conn.execute("SELECT service_point_id FROM meter_installations WHERE meter = %s AND removed_at IS NULL",
                            (old_meter,)).fetchone()
         sp = row[0] if row else None
@@ -71,11 +71,7 @@ def raise_verification_due(conn: Connection[Any], today: date) -> list[WorkOrder
     from mdm.vee.config import load_vee_config
 
     cfg = load_vee_config()
-    cols = storeio.columns(conn, "meters")
-    key = next((c for c in ("address", "meter", "id") if c in cols), None)
-    if key is None:
-        return []
-    meters = [str(r[0]) for r in conn.execute(f"SELECT {key}::text FROM meters").fetchall()]  # key: catalogue
+    meters = [str(r[0]) for r in conn.execute("SELECT address FROM meters").fetchall()]
     info = storeio.meter_info(conn, meters)
     refs = []
     for m, mi in info.items():  # loop over meters with an install date (a daily job, not a VEE rule)

@@ -397,8 +397,6 @@ def _comm_failures(conn: Connection[Any], meters: list[str], start: datetime, en
     """Meters whose read jobs for the range all failed (at least ``comm_min_failed``): the collection side."""
     empty = rules.Findings("comm_failure", np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
                            np.zeros(0, dtype=np.int64))
-    if not storeio.columns(conn, "read_jobs"):
-        return empty
     rows = conn.execute(
         "SELECT meter, count(*) FILTER (WHERE status = 'failed'), min(coalesce(slot, created_at)), "
         "max(coalesce(slot, created_at)), max(error) FROM read_jobs WHERE meter = ANY(%s) "
@@ -612,7 +610,7 @@ FLAG_ORDERS: dict[str, wo.WorkOrderType] = {"clock_off": wo.WorkOrderType.CLOCK_
 
 def orders_from_flags(conn: Connection[Any], meters: Sequence[str]) -> list[int]:
     """Raised (not cleared) daemon flags become work orders, once per flag raise (evidence key)."""
-    if not storeio.columns(conn, "meter_flags") or not meters:
+    if not meters:
         return []
     rows = conn.execute("SELECT meter, flag, raised_at, detail FROM meter_flags WHERE cleared_at IS NULL AND "
                         "meter = ANY(%s) AND flag = ANY(%s)", (list(meters), list(FLAG_ORDERS))).fetchall()

@@ -1,15 +1,15 @@
 """Every query VEE makes against the meter data store's tables, in one place.
 
-The store owns ``interval_reads``, ``register_reads``, ``meters``, meter events, transformer
-areas and exchange records; VEE only reads them (its own writes go to ``vee_*`` and
-``read_versions``). Optional columns and tables are discovered at run time, so the runner works on
-a store that has fewer attributes (defaults are used) and says so in the log.
+The store owns ``interval_reads``, ``register_reads``, ``meters``, ``meter_events``,
+``transformer_areas`` and the installation records; VEE only reads them (its own writes go to
+``vee_*`` and ``read_versions``). The columns are the ones the store's migrations create, which
+VEE's migrations require to have run first.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -24,7 +24,6 @@ __all__ = [
     "REGISTER_TABLE",
     "MeterInfo",
     "Readings",
-    "columns",
     "daily_energy",
     "list_meters",
     "load_areas",
@@ -40,17 +39,6 @@ LOGGER = logging.getLogger(__name__)
 INTERVAL_TABLE = "interval_reads"
 REGISTER_TABLE = "register_reads"
 _TABLES = {INTERVAL_TABLE, REGISTER_TABLE}
-
-
-def columns(conn: Connection[Any], table: str) -> set[str]:
-    rows = conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
-        "AND table_name = %s", (table,)).fetchall()
-    return {r[0] for r in rows}
-
-
-def table_exists(conn: Connection[Any], table: str) -> bool:
-    return bool(columns(conn, table))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +72,6 @@ def list_meters(conn: Connection[Any], start: datetime, end: datetime, meters: S
         return sorted(set(meters))
     found: set[str] = set()
     for table in (INTERVAL_TABLE, REGISTER_TABLE):
-        if not table_exists(conn, table):
-            continue
         rows = conn.execute(f"SELECT DISTINCT meter FROM {table} WHERE ts >= %s AND ts < %s",  # table: constant
                             (start, end)).fetchall()
         found.update(r[0] for r in rows)
@@ -103,13 +89,10 @@ def load_readings(conn: Connection[Any], table: str, quantities: Sequence[str], 
     """
     if table not in _TABLES:
         raise ValueError(table)
-    cols = columns(conn, table)
-    if not cols or not meters:
+    if not meters:
         return _empty()
-    version = "r.version" if "version" in cols else "0"
-    quality = "r.quality" if "quality" in cols else "0"
-    src = f"SELECT meter, quantity, ts, value, {quality} AS quality, {version} AS version FROM {table} r"
-    if with_superseded and columns(conn, "superseded_reads"):
+    src = f"SELECT meter, quantity, ts, value, quality, version FROM {table} r"
+    if with_superseded:
         kind = "interval" if table == INTERVAL_TABLE else "register"
         src += (" WHERE r.ts >= %(s)s AND r.ts < %(e)s UNION ALL SELECT meter, quantity, ts, value, quality, version "
                 f"FROM superseded_reads WHERE kind = '{kind}'")  # kind: one of two constants
@@ -169,121 +152,49 @@ class MeterInfo:
     has_generation: bool = False
 
 
-_CLASS_COLS = ("meter_class", "customer_class", "class")
-_MULT_COLS = ("multiplier",)
-_INSTALL_COLS = ("installed_at", "install_date", "installed_on", "installed")
-_CAP_COLS = ("capacity_kva", "contract_kva", "contracted_kva")
-
-
-def _first(cols: set[str], names: Iterable[str]) -> str | None:
-    return next((n for n in names if n in cols), None)
-
-
 def meter_info(conn: Connection[Any], meters: Sequence[str]) -> dict[str, MeterInfo]:
-    """Per meter: class, CT x PT multiplier, install date, capacity (defaults when the store lacks them)."""
-    cols = columns(conn, "meters")
-    key = _first(cols, ("address", "meter", "id"))
-    if not cols or key is None or not meters:
-        return {m: MeterInfo(m) for m in meters}
-    sel = [key]
-    names: list[str] = ["meter"]
-    for label, options in (("meter_class", _CLASS_COLS), ("multiplier", _MULT_COLS), ("installed", _INSTALL_COLS),
-                           ("capacity_kva", _CAP_COLS)):
-        c = _first(cols, options)
-        if c:
-            sel.append(c)
-            names.append(label)
-    if "multiplier" not in names and {"ct_ratio", "pt_ratio"} <= cols:
-        sel.append("coalesce(ct_ratio, 1) * coalesce(pt_ratio, 1)")
-        names.append("multiplier")
-    rows = conn.execute(f"SELECT {', '.join(sel)} FROM meters WHERE {key}::text = ANY(%s)",  # names from catalogue
-                        (list(meters),)).fetchall()
-    installed: dict[str, date] = {}
-    if columns(conn, "meter_installations"):
-        for m, at in conn.execute("SELECT meter, max(installed_at) FROM meter_installations WHERE meter = ANY(%s) "
-                                  "AND removed_at IS NULL GROUP BY meter", (list(meters),)).fetchall():
-            installed[str(m)] = at.date() if isinstance(at, datetime) else at
-    out = {m: MeterInfo(m, installed=installed.get(m)) for m in meters}
-    for r in rows:
-        d = dict(zip(names, r, strict=True))
-        inst = d.get("installed") or installed.get(str(d["meter"]))
-        if isinstance(inst, datetime):
-            inst = inst.date()
-        out[str(d["meter"])] = MeterInfo(
-            str(d["meter"]), d.get("meter_class"), float(d.get("multiplier") or 1.0), inst,
-            float(d["capacity_kva"]) if d.get("capacity_kva") is not None else None)
+    """Per meter: class, CT x PT multiplier and the start of its open installation.
+
+    The store keeps no contracted capacity, so ``capacity_kva`` stays None (the class decides).
+    """
+    out = {m: MeterInfo(m) for m in meters}
+    if not meters:
+        return out
+    rows = conn.execute(
+        "SELECT m.address, m.meter_class, m.multiplier, "
+        "       (SELECT max(i.installed_at) FROM meter_installations i "
+        "         WHERE i.meter = m.address AND i.removed_at IS NULL) "
+        "  FROM meters m WHERE m.address = ANY(%s)", (list(meters),)).fetchall()
+    for m, cls, mult, inst in rows:
+        out[m] = MeterInfo(m, cls, float(mult if mult is not None else 1.0),
+                           inst.date() if isinstance(inst, datetime) else inst)
     return out
 
 
 def load_events(conn: Connection[Any], meters: Sequence[str], start: datetime, end: datetime) -> list[
         tuple[str, datetime, str]]:
-    """(meter, ts, event type) from the store's meter events table, if it has one."""
-    for table in ("meter_events", "events"):
-        cols = columns(conn, table)
-        if not cols:
-            continue
-        kind = _first(cols, ("event_type", "kind", "type", "event", "code"))
-        if kind is None or "meter" not in cols or "ts" not in cols:
-            continue
-        rows = conn.execute(f"SELECT meter, ts, {kind}::text FROM {table} WHERE meter = ANY(%s) AND ts >= %s "
-                            f"AND ts < %s ORDER BY meter, ts", (list(meters), start, end)).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
-    return []
+    """(meter, ts, event code) from ``meter_events``."""
+    rows = conn.execute("SELECT meter, ts, code FROM meter_events WHERE meter = ANY(%s) AND ts >= %s AND ts < %s "
+                        "ORDER BY meter, ts", (list(meters), start, end)).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
 
 
 def load_exchanges(conn: Connection[Any], meters: Sequence[str], start: datetime, end: datetime) -> list[
         dict[str, Any]]:
     """Meter exchanges touching ``meters`` in the range (old meter, new meter, ts, reads)."""
-    for table in ("meter_exchanges", "meter_installations", "meter_jobs"):
-        cols = columns(conn, table)
-        if not cols:
-            continue
-        ts = _first(cols, ("ts", "exchanged_at", "at", "performed_at", "changed_at"))
-        old = _first(cols, ("old_meter", "meter_old", "removed_meter"))
-        new = _first(cols, ("new_meter", "meter_new", "installed_meter"))
-        if not ts or not (old or new):
-            continue
-        sel = ", ".join(c or "NULL" for c in (old, new, ts, _first(cols, ("old_final_read", "final_read")),
-                                              _first(cols, ("new_start_read", "start_read"))))
-        conds = " OR ".join(f"{c}::text = ANY(%s)" for c in (old, new) if c)
-        params: list[Any] = [list(meters)] * (2 if old and new else 1)
-        rows = conn.execute(f"SELECT {sel} FROM {table} WHERE ({conds}) AND {ts} >= %s AND {ts} < %s",
-                            (*params, start, end)).fetchall()
-        return [{"old_meter": r[0], "new_meter": r[1], "ts": r[2], "old_final_read": r[3], "new_start_read": r[4]}
-                for r in rows]
-    return []
+    rows = conn.execute(
+        "SELECT old_meter, new_meter, ts, old_final_read, new_start_read FROM meter_exchanges "
+        "WHERE (old_meter = ANY(%s) OR new_meter = ANY(%s)) AND ts >= %s AND ts < %s",
+        (list(meters), list(meters), start, end)).fetchall()
+    return [{"old_meter": r[0], "new_meter": r[1], "ts": r[2], "old_final_read": r[3], "new_start_read": r[4]}
+            for r in rows]
 
 
 def load_areas(conn: Connection[Any]) -> tuple[dict[str, str | None], dict[str, str]]:
-    """(area -> check meter, meter -> area) from the store's transformer-area tables, if any."""
-    area_check: dict[str, str | None] = {}
-    member: dict[str, str] = {}
-    for table in ("transformer_areas", "areas"):
-        cols = columns(conn, table)
-        key = _first(cols, ("code", "area", "name", "id"))
-        chk = _first(cols, ("check_meter", "check_meter_address", "feeder_meter"))
-        if not cols or key is None:
-            continue
-        rows = conn.execute(f"SELECT {key}::text, {chk or 'NULL'}::text FROM {table}").fetchall()
-        area_check = {r[0]: r[1] for r in rows}
-        if "id" in cols and key != "id":
-            ids = {str(r[0]): str(r[1]) for r in conn.execute(f"SELECT id, {key} FROM {table}").fetchall()}
-        else:
-            ids = {a: a for a in area_check}
-        mcols = columns(conn, "meters")
-        mkey = _first(mcols, ("address", "meter", "id"))
-        marea = _first(mcols, ("area", "area_id", "transformer_area", "transformer_area_id"))
-        if mkey and marea:
-            for m, a in conn.execute(f"SELECT {mkey}::text, {marea}::text FROM meters WHERE {marea} IS NOT NULL"):
-                member[m] = ids.get(a, a)
-        for link in ("area_meters", "transformer_area_meters"):
-            lcols = columns(conn, link)
-            la = _first(lcols, ("area", "area_id", "transformer_area_id"))
-            lm = _first(lcols, ("meter", "meter_address", "address"))
-            if la and lm:
-                for m, a in conn.execute(f"SELECT {lm}::text, {la}::text FROM {link}"):
-                    member[m] = ids.get(a, a)
-        break
+    """(area code -> check meter, meter -> area code): areas and who each one supplies now."""
+    area_check: dict[str, str | None] = {
+        r[0]: r[1] for r in conn.execute("SELECT code, check_meter FROM transformer_areas").fetchall()}
+    member = {r[0]: r[1] for r in conn.execute("SELECT meter, area_code FROM transformer_area_meters").fetchall()}
     return area_check, member
 
 
@@ -291,16 +202,12 @@ def daily_energy(conn: Connection[Any], meters: Sequence[str] | None, start: dat
                  quantity: str = "interval.energy.active.import", min_intervals: int = 92) -> tuple[
                      list[str], list[date], npt.NDArray[np.float64]]:
     """Daily energy per meter and local day from intervals (VEE versions on top of raw); NaN = incomplete."""
-    if not table_exists(conn, INTERVAL_TABLE):
-        return [], [], np.zeros((0, 0))
-    cols = columns(conn, INTERVAL_TABLE)
-    order = "version" if "version" in cols else "0"
     meter_filter = "AND meter = ANY(%(meters)s)" if meters else ""
     sql = f"""
         WITH raw AS (
             SELECT DISTINCT ON (meter, ts) meter, ts, value FROM {INTERVAL_TABLE}
             WHERE quantity = %(q)s AND ts >= %(s)s AND ts < %(e)s {meter_filter}
-            ORDER BY meter, ts, {order} DESC),
+            ORDER BY meter, ts, version DESC),
         ver AS (
             SELECT DISTINCT ON (meter, ts) meter, ts, value FROM read_versions
             WHERE quantity = %(q)s AND ts >= %(s)s AND ts < %(e)s AND NOT superseded {meter_filter}
@@ -327,8 +234,7 @@ def daily_energy(conn: Connection[Any], meters: Sequence[str] | None, start: dat
 
 def load_multipliers(conn: Connection[Any], meters: Sequence[str], end: datetime) -> list[tuple[str, datetime, float]]:
     """(meter, installed_at, multiplier) of every installation of ``meters`` that began before ``end``."""
-    cols = columns(conn, "meter_installations")
-    if not {"meter", "installed_at", "multiplier"} <= cols or not meters:
+    if not meters:
         return []
     rows = conn.execute("SELECT meter, installed_at, multiplier FROM meter_installations WHERE meter = ANY(%s) "
                         "AND installed_at < %s ORDER BY meter, installed_at", (list(meters), end)).fetchall()
@@ -340,7 +246,7 @@ def daily_sums(conn: Connection[Any], meters: Sequence[str], first_day: date, da
     """Energy per meter and local day (M x days) summed in the database; NaN where the day is incomplete
     (fewer intervals than the local day holds: 92/96/100 quarter-hours around DST)."""
     out = np.full((len(meters), days), np.nan)
-    if days <= 0 or not meters or not table_exists(conn, INTERVAL_TABLE):
+    if days <= 0 or not meters:
         return out
     zone = ZoneInfo(tz)
     start = datetime.combine(first_day, datetime.min.time(), zone)
@@ -366,7 +272,7 @@ def future_reads(conn: Connection[Any], meters: Sequence[str], after: datetime) 
     ts: list[int] = []
     idx = {m: i for i, m in enumerate(meters)}
     for table in (INTERVAL_TABLE, REGISTER_TABLE):
-        if not meters or not table_exists(conn, table):
+        if not meters:
             continue
         for m, t in conn.execute(f"SELECT meter, extract(epoch FROM max(ts))::bigint FROM {table} "  # constant
                                  "WHERE meter = ANY(%s) AND ts > %s GROUP BY meter", (list(meters), after)):
