@@ -92,7 +92,7 @@ class MqttIngestService:
         batch_wait: float = 0.05,
         pipeline: int = 8,
         keep_latencies: bool = False,
-        ack_window: int = 1000,
+        ack_window: int | None = None,
     ) -> None:
         self.mqtt = mqtt
         self.ingestor = ingestor
@@ -109,8 +109,8 @@ class MqttIngestService:
         self._buf: list[_Raw] = []
         self._buf_acks: list[_Ack] = []
         # the broker sends at most its max_inflight_messages unacknowledged QoS 1 messages (Mosquitto:
-        # 20 by default): a batch starts as soon as ack_window are waiting, not after batch_wait
-        self.ack_window = max(1, ack_window)
+        # 20 by default; [mqtt] ack_window says how many): batches of a quarter of it start at once
+        self.ack_window = max(1, ack_window if ack_window is not None else mqtt.ack_window)
         self._unacked = 0  # messages handed to batches, not yet acknowledged (or given up)
         self._seq = 0  # batch numbers, in the order received
         self._ack_next = 0  # the next batch whose messages may be acknowledged
@@ -156,16 +156,21 @@ class MqttIngestService:
         re-sends it after the next reconnect) but does not hold the later ones back."""
         self._finished[seq] = acks if stored else None
         conn = self.conn
+        ready: list[_Ack] = []
         while self._ack_next in self._finished:
             done = self._finished.pop(self._ack_next)
             self._ack_next += 1
             if done is None:
                 continue
             self._unacked -= len(done)
-            if conn is not None:
-                for connection, mid, qos in done:
-                    if conn.ack(connection, mid, qos):
-                        self.stats.acked += 1
+            ready.extend(done)
+        if ready and conn is not None:
+            # one write for every PUBACK that became due (batches finishing in order), per connection number
+            start = 0
+            for i in range(1, len(ready) + 1):
+                if i == len(ready) or ready[i][0] != ready[start][0]:
+                    self.stats.acked += conn.ack_many(ready[start][0], [(mid, qos) for _, mid, qos in ready[start:i]])
+                    start = i
         if stored is False:
             self._unacked -= len(acks)
         if self._unacked == 0 and self._buf:  # what arrived meanwhile goes next (group commit)
@@ -381,12 +386,21 @@ class MqttIngestService:
                          state = EXCLUDED.state, updated_at = EXCLUDED.updated_at, status = EXCLUDED.status""",
                     {"t": terminal, "s": state, "at": at, "doc": doc})
             if responses:
+                # a duplicate answer (the terminal answering a re-sent request id from its record) counts once
+                # per send time: a re-delivery of the same message (not acknowledged before a crash) carries
+                # the same ts and is not counted again (migration 0022)
                 await cur.executemany(
                     """INSERT INTO mqtt_command_responses
-                           (request_id, terminal, status, reason, "values", responded_at, duplicates)
-                       VALUES (%s, %s, %s, %s, (%s::jsonb)->'values', %s, %s)
+                           (request_id, terminal, status, reason, "values", responded_at, duplicates, duplicate_ts)
+                       VALUES (%(id)s, %(t)s, %(s)s, %(r)s, (%(v)s::jsonb)->'values', %(ts)s, %(dup)s,
+                               CASE WHEN %(dup)s > 0 THEN ARRAY[%(ts)s::timestamptz] ELSE '{}' END)
                        ON CONFLICT (request_id) DO UPDATE SET
-                         duplicates = mqtt_command_responses.duplicates + EXCLUDED.duplicates""", responses)
+                         duplicates = mqtt_command_responses.duplicates + 1,
+                         duplicate_ts = mqtt_command_responses.duplicate_ts || EXCLUDED.responded_at
+                       WHERE EXCLUDED.duplicates > 0
+                         AND EXCLUDED.responded_at <> ALL (mqtt_command_responses.duplicate_ts)""",
+                    [{"id": r[0], "t": r[1], "s": r[2], "r": r[3], "v": r[4], "ts": r[5], "dup": r[6]}
+                     for r in responses])
 
 
 async def run_mqtt_ingest(

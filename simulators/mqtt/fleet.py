@@ -133,7 +133,9 @@ class SimTerminal:
         now = datetime.now(UTC)
         prev = self.done.get(cmd.request_id)
         if prev is not None:
-            return prev.model_copy(update={"duplicate": True}), []
+            # answered from the record, stamped with when this answer is sent: the head-end tells a second
+            # duplicate answer from a re-delivery of the first by it
+            return prev.model_copy(update={"duplicate": True, "ts": now}), []
         events: list[Event] = []
         status, reason, values = "accepted", "", {}
         if cmd.expires_at is not None and cmd.expires_at < now:

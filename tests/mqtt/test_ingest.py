@@ -112,3 +112,27 @@ async def test_dead_letters_survive_a_lost_database_connection(mqtt_broker, mqtt
         rows = await query(fresh_dsn, "SELECT payload FROM mqtt_dead_letters ORDER BY id")
         assert [bytes(r[0]) for r in rows] == [b"first bad", b"second bad"]
         assert svc.stats.store_retries >= 1
+
+
+async def test_response_duplicates_count_each_answer_once(mqtt_broker, mqtt_prefix, settings_for, fresh_dsn):
+    """A re-delivered duplicate answer (same bytes, same ts: not acknowledged before a crash) is not counted
+    again; a second duplicate answer (the request re-sent once more, a later ts) is."""
+    settings = settings_for(mqtt_broker, mqtt_prefix)
+    t0 = datetime(2026, 11, 27, 6, 50, tzinfo=UTC)
+
+    def answer(ts: datetime, duplicate: bool) -> bytes:
+        return json.dumps({"v": 1, "request_id": "req-dup-1", "status": "accepted", "ts": ts.isoformat(),
+                           "values": {"limit.power": 80.0}, "duplicate": duplicate}).encode()
+
+    topic = f"{mqtt_prefix}/terminal/LMT00001/resp"
+    sent = [answer(t0, False), answer(t0.replace(second=5), True), answer(t0.replace(second=5), True),
+            answer(t0, False), answer(t0.replace(second=9), True)]
+    async with ingest_running(settings, fresh_dsn) as svc, aiomqtt.Client(
+        mqtt_broker.host, mqtt_broker.port, identifier=f"{mqtt_prefix}-pub"
+    ) as pub:
+        for i, payload in enumerate(sent):  # one at a time: each in a batch of its own, as after a restart
+            await pub.publish(topic, payload, qos=1)
+            await wait_for(lambda n=i: svc.stats.responses > n, what="response stored")
+        rows = await query(fresh_dsn, "SELECT status, responded_at, duplicates, cardinality(duplicate_ts)"
+                                      " FROM mqtt_command_responses WHERE request_id = 'req-dup-1'")
+    assert rows == [("accepted", t0, 2, 2)]
