@@ -7,7 +7,10 @@ The fleet (``simulators.mqtt``, one MQTT connection per terminal) runs in a subp
 process runs the consumer. For each consumer, on the same broker and the same fleet:
 
 1. **flood**: ``--count`` telemetry messages (7 values each) as fast as the fleet publishes;
-   throughput = messages / (last message done - first message received);
+   throughput = messages / (last message done - consumer connecting), the drain time; also
+   reported from the first message the consumer sees (``msg_per_s_from_first``), which flatters a
+   consumer that subscribes before it iterates: aiomqtt buffers up to the broker's in-flight window
+   of messages (received and, for the bare one, acknowledged) before its iterator yields the first;
 2. **paced**: ``--paced`` messages at ``--rate`` msg/s; end-to-end latency p50/p99 =
    (done - the telemetry's own ``ts``, stamped when the terminal publishes).
 
@@ -135,12 +138,13 @@ class BareSubscriber:
         self.host, self.port, self.prefix = host, port, prefix
         self.client_id = client_id
         self.count = 0
-        self.first = self.last = 0.0
+        self.first = self.last = self.connecting = 0.0
         self.latencies: list[float] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
     async def start(self) -> None:
+        self.connecting = time.time()
         self._task = asyncio.create_task(self._run())
         await self._ready.wait()
 
@@ -178,7 +182,7 @@ class HeadendConsumer:
         self.settings = Settings(mqtt=MqttSettings(host=host, port=port, topic_prefix=prefix,
                                                    client_id=client_id), data_dir=data_dir)
         self.dsn = dsn
-        self.first = self.last = 0.0
+        self.first = self.last = self.connecting = 0.0
         self._stop = asyncio.Event()
         self._task: asyncio.Task[Any] | None = None
         self.service: Any = None
@@ -191,11 +195,13 @@ class HeadendConsumer:
 
         self.ingestor = await open_ingestor(self.settings, self.dsn)
         self.service = MqttIngestService(self.settings.mqtt, self.ingestor, self.dsn, keep_latencies=True)
+        # watch before connecting: a persistent session's queued messages arrive right after the CONNACK
+        self.connecting = time.time()
+        self._watch = asyncio.create_task(self._times())
         self._task = asyncio.create_task(run_mqtt_ingest(self.settings, self.ingestor, stop=self._stop,
                                                          service=self.service))
         await self.service.ready.wait()
         await self.service.conn.wait_connected(10)
-        self._watch = asyncio.create_task(self._times())
 
     async def _times(self) -> None:
         seen = 0
@@ -239,6 +245,7 @@ async def _measure(
     consumer.reset()
     if isinstance(consumer, BareSubscriber):
         consumer.first = consumer.last = 0.0
+    consumer.connecting = time.time()  # live: timed from the publish command
     sent = await pub.run(command)
     return await _wait(consumer, sent, count, timeout)
 
@@ -250,11 +257,13 @@ async def _wait(
     while consumer.count < count and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a counter
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.05)
-    span = max(consumer.last - consumer.first, 1e-9)
+    span = max(consumer.last - consumer.connecting, 1e-9)
+    span_first = max(consumer.last - consumer.first, 1e-9)
     lat = consumer.latencies
     return {
         "messages": consumer.count, "published": sent["published"], "publish_seconds": round(sent["seconds"], 3),
         "msg_per_s": round(consumer.count / span, 1), "seconds": round(span, 3),
+        "msg_per_s_from_first": round(consumer.count / span_first, 1),
         "latency_p50_ms": round(_pct(lat, 0.50) * 1000, 1), "latency_p99_ms": round(_pct(lat, 0.99) * 1000, 1),
     }
 
@@ -347,6 +356,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         ]
         floods: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in factories}
         ratios: list[float] = []
+        ratios_first: list[float] = []
         for rnd in range(args.rounds):  # paired rounds: bare then head-end, same fleet, same count
             for name, factory in factories:
                 cid = f"bench-{prefix}-{name}-{rnd}"  # a session of its own, purged after use
@@ -366,8 +376,12 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
                     await _purge(host, port, consumer.client_id)
                 floods[name].append(flood)
             ratios.append(floods["headend"][-1]["msg_per_s"] / floods["bare"][-1]["msg_per_s"])
+            ratios_first.append(floods["headend"][-1]["msg_per_s_from_first"]
+                                / floods["bare"][-1]["msg_per_s_from_first"])
             print(f"round {rnd + 1}: bare {floods['bare'][-1]['msg_per_s']:8.0f} msg/s   head-end "
-                  f"{floods['headend'][-1]['msg_per_s']:8.0f} msg/s   ratio {ratios[-1]:.3f}", flush=True)
+                  f"{floods['headend'][-1]['msg_per_s']:8.0f} msg/s   ratio {ratios[-1]:.3f}   (from the first "
+                  f"message: {floods['bare'][-1]['msg_per_s_from_first']:.0f} / "
+                  f"{floods['headend'][-1]['msg_per_s_from_first']:.0f}, {ratios_first[-1]:.3f})", flush=True)
         for name, factory in factories:  # latency at a steady rate, live
             consumer = factory(f"bench-{prefix}-{name}-paced")
             await consumer.start()
@@ -382,6 +396,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{name:8s} median {statistics.median(rates):8.0f} msg/s   paced @{args.rate:g}/s "
                   f"p50 {paced['latency_p50_ms']} ms p99 {paced['latency_p99_ms']} ms", flush=True)
         results["round_ratios"] = [round(r, 3) for r in ratios]
+        results["round_ratios_from_first"] = [round(r, 3) for r in ratios_first]
         with psycopg.connect(dsn) as conn:
             row = conn.execute("SELECT count(*) FROM register_reads WHERE source = 'mqtt'").fetchone()
             results["rows_in_db"] = row[0] if row else 0
@@ -397,6 +412,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
                 conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     psycopg.sql.Identifier(dbname)))
     ratio = statistics.median(results["round_ratios"])
+    results["ratio_from_first"] = round(statistics.median(results["round_ratios_from_first"]), 3)
     results.update({
         "ratio": round(ratio, 3), "goal": 0.8, "broker": kind, "mode": "drain" if drain else "live",
         "terminals": args.terminals, "count": args.count, "rounds": args.rounds,
@@ -438,7 +454,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        print(f"ratio head-end / bare aiomqtt = {results['ratio']} (goal >= 0.8); "
+        print(f"ratio head-end / bare aiomqtt = {results['ratio']} (goal >= 0.8; timed from the first message "
+              f"seen: {results['ratio_from_first']}); "
               f"{results['rows_in_db']} readings in the database; broker {results['broker']}")
 
 
