@@ -24,6 +24,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -115,6 +116,28 @@ class ReadResult:
 
 def _password(c: Credentials) -> tuple[Password, str]:
     return Password(c.password_level, c.password), c.operator
+
+
+@lru_cache(maxsize=256)
+def _read_plan(wanted: tuple[str, ...]) -> tuple[tuple[tuple[int, tuple[str, ...]], ...],
+                                                 tuple[tuple[int, tuple[str, ...]], ...]]:
+    """(single DI, quantities) and (block DI, quantities) to read ``wanted`` (largest blocks first).
+
+    Cached: a fleet asks the same few quantity lists for every meter, every cycle."""
+    plan: dict[int, list[str]] = {}
+    blocks: dict[int, list[str]] = {}
+    for code in wanted:
+        if code == "clock.offset":
+            continue
+        dis = registry.dis_for_quantity(code)
+        if not dis:
+            raise LocalProtocolError(f"no DL/T 645 data identifier carries quantity {code!r}")
+        plan.setdefault(dis[0], []).append(code)
+        # Coalesce: quantities sharing a block DI are read with it.
+        for di in dis[1:]:
+            blocks.setdefault(di, []).append(code)
+    return (tuple((di, tuple(c)) for di, c in plan.items()),
+            tuple((di, tuple(c)) for di, c in sorted(blocks.items(), key=lambda kv: -len(kv[1]))))
 
 
 def _is_unicast(address: str) -> bool:
@@ -533,24 +556,10 @@ class Dlt645Client(MeterClient, RelayControl):
         the receive time (registers, instantaneous values); ``clock.offset`` reads the clock.
         """
         wanted = list(dict.fromkeys(quantities))
-        plan: dict[int, list[str]] = {}
-        for code in wanted:
-            if code == "clock.offset":
-                continue
-            dis = registry.dis_for_quantity(code)
-            if not dis:
-                raise LocalProtocolError(f"no DL/T 645 data identifier carries quantity {code!r}")
-            plan.setdefault(dis[0], []).append(code)
-        # Coalesce: quantities sharing a block DI are read with it.
-        blocks: dict[int, list[str]] = {}
-        for code in wanted:
-            if code == "clock.offset":
-                continue
-            for di in registry.dis_for_quantity(code)[1:]:
-                blocks.setdefault(di, []).append(code)
+        plan, blocks = _read_plan(tuple(wanted))
         got: dict[str, Reading] = {}
-        for di, codes in sorted(blocks.items(), key=lambda kv: -len(kv[1])):
-            codes = [c for c in codes if c not in got]
+        for di, block_codes in blocks:
+            codes = [c for c in block_codes if c not in got]
             singles = {registry.dis_for_quantity(c)[0] for c in codes}
             if len(codes) < 2 or len(singles) < 2 or (device, di) in self._no_block:
                 continue
@@ -562,12 +571,12 @@ class Dlt645Client(MeterClient, RelayControl):
             for r in self._readings(res):
                 if r.quantity in codes and r.quantity not in got:
                     got[r.quantity] = r
-        for di, codes in plan.items():
-            if all(c in got for c in codes):
+        for di, single_codes in plan:
+            if all(c in got for c in single_codes):
                 continue
             res = await self.read_raw(device, di, priority=priority)
             for r in self._readings(res):
-                if r.quantity in codes and r.quantity not in got:
+                if r.quantity in single_codes and r.quantity not in got:
                     got[r.quantity] = r
         if "clock.offset" in wanted:
             clock = await self.read_clock(device, priority=priority)

@@ -874,6 +874,7 @@ def all_items(version: int = 2007) -> list[DataItem]:
     return [item for (v, _), item in _ITEMS.items() if v == version]
 
 
+@lru_cache(maxsize=1024)  # the tables are fixed after import; every scheduled read asks this
 def dis_for_quantity(code: str, version: int = 2007) -> tuple[int, ...]:
     """DIs whose data carries quantity ``code``: single-value items first, then blocks."""
     dis = _BY_QUANTITY.get((version, code), [])

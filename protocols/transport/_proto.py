@@ -4,6 +4,7 @@ an asyncio transport (shared by the serial and TCP backends)."""
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from protocols.errors import TransportError
 from protocols.transport.base import ChannelABC
@@ -36,6 +37,7 @@ class TransportChannel(ChannelABC):
 
     def _write(self, data: bytes) -> None:
         t = self._transport
-        if not isinstance(t, asyncio.WriteTransport) or t.is_closing():
+        # not isinstance(t, asyncio.WriteTransport): uvloop's transports do not derive from it
+        if t is None or t.is_closing():
             raise TransportError(f"{self.name}: {self._closed_reason}")
-        t.write(data)
+        cast(asyncio.WriteTransport, t).write(data)
