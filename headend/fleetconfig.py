@@ -124,6 +124,8 @@ class DaemonSettings(_Section):
     drain_timeout: float = Field(default=15.0, gt=0, description="SIGTERM: wait this long for in-flight reads")
     kpi_flush: float = Field(default=5.0, gt=0, description="write KPI counters every this many real seconds")
     plugins: list[str] = Field(default_factory=list, description="modules with `async def run(daemon)` to start")
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto", description="`headend run`'s event loop; auto = uvloop when installed (the `fast` extra)")
 
     @model_validator(mode="after")
     def _check_unique(self) -> DaemonSettings:
