@@ -57,7 +57,7 @@ def _sim_worker(buses: list[list[str]], faults: dict[str, str], baud: int, turna
 
     logging.basicConfig(level=logging.ERROR)
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
 
         uvloop.install()
     except ImportError:
@@ -111,6 +111,12 @@ def _bare_worker(urls: list[str], buses: list[list[str]], timeout: float, conn: 
     import logging
 
     logging.basicConfig(level=logging.ERROR)
+    try:  # the same event loop as `headend run` picks by default, so daemon / bare compares like with like
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
     from protocols.dlt645.client import Dlt645Client
 
     async def bus(url: str, meters: list[str]) -> None:

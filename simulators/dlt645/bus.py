@@ -65,7 +65,7 @@ class _Conn:
     def __init__(self, write: Any) -> None:
         self.write = write
         self.deframer = Deframer()
-        self.queue: asyncio.Queue[tuple[bytes, Frame]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[bytes, Frame, float]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -133,6 +133,7 @@ class MeterBusSimulator:
         self.received: list[ReceivedFrame] = []
         self.stats = BusStats()
         self._bus_lock = asyncio.Lock()
+        self._line_free = 0.0  # time.monotonic() when the line's last transmission ends
         self._conns: list[_Conn] = []
         self._server: asyncio.Server | None = None
         self._master_fd = -1
@@ -308,6 +309,7 @@ class MeterBusSimulator:
         conn.task = asyncio.get_running_loop().create_task(self._worker(conn))
 
     def _feed(self, conn: _Conn, data: bytes) -> None:
+        arrived = time.monotonic()
         self.stats.bytes_in += len(data)
         conn.deframer.feed(data)
         while (ev := conn.deframer.next_event()) is not None:
@@ -316,24 +318,27 @@ class MeterBusSimulator:
                 self.received.append(ReceivedFrame(time.time(), raw, ev))
                 if TRACE_LOG.isEnabledFor(TRACE):
                     TRACE_LOG.log(TRACE, "%s %s %s", f"sim:{self.url}", "RX", masked_hex(raw))
-                conn.queue.put_nowait((raw, ev))
+                conn.queue.put_nowait((raw, ev, arrived))
 
     # -- the line ------------------------------------------------------------------------
     async def _worker(self, conn: _Conn) -> None:
         while True:
-            raw, frame = await conn.queue.get()
+            raw, frame, arrived = await conn.queue.get()
             try:
                 async with self._bus_lock:
-                    await self._transact(conn, raw, frame)
+                    await self._transact(conn, raw, frame, arrived)
             except asyncio.CancelledError:
                 raise
             except Exception:  # pragma: no cover - a simulator bug must not kill the bus
                 LOGGER.exception("simulator failed on %s", raw.hex(" "))
 
-    async def _transact(self, conn: _Conn, raw: bytes, frame: Frame) -> None:
+    async def _transact(self, conn: _Conn, raw: bytes, frame: Frame, arrived: float | None = None) -> None:
         self.stats.requests += 1
         ct = self.char_time()
-        t0 = time.monotonic()
+        # The request goes on the line when its bytes arrive (or when the line is free again), not
+        # when this loop gets round to it: the simulator's own scheduling delay is not line time.
+        now = time.monotonic()
+        t0 = now if arrived is None else min(now, max(arrived, self._line_free))
         if self.echo:
             conn.write(raw)
         if frame.address != BROADCAST and "A" not in frame.address:
@@ -347,7 +352,8 @@ class MeterBusSimulator:
         speaking = [(m, r) for m, r in replies if r and not m.faults.has(Fault.SILENT)]
         if not speaking or frame.address == BROADCAST:
             if self.line_time:
-                await self._sleep_until(t0 + len(raw) * ct)
+                self._line_free = t0 + len(raw) * ct
+                await self._sleep_until(self._line_free)
             return
         m, frames = speaking[0]
         self.stats.by_meter[m.address] = self.stats.by_meter.get(m.address, 0) + 1
@@ -369,11 +375,25 @@ class MeterBusSimulator:
             delay += len(raw) * ct + self.turnaround
             self.stats.line_seconds += len(raw) * ct + self.turnaround + len(out) * ct
             t = t0 + delay
+            self._line_free = t + len(out) * ct
+            # Each chunk goes out from its own timer, at strictly increasing times (so in order), and
+            # only the last one wakes this task: at fleet scale the simulators share the cores with
+            # the head-end being measured, and a task wake-up per chunk was a visible part of their CPU.
+            loop = asyncio.get_running_loop()
+            skew = loop.time() - time.monotonic()
+            sent = loop.create_future()
+            timers: list[asyncio.TimerHandle] = []
             for i in range(0, len(out), LINE_CHUNK):
                 chunk = out[i : i + LINE_CHUNK]
                 t += len(chunk) * ct
-                await self._sleep_until(t)
-                conn.write(chunk)
+                last = sent if i + LINE_CHUNK >= len(out) else None
+                timers.append(loop.call_at(t + skew, _put_on_line, conn.write, chunk, last))
+            try:
+                await sent
+            except asyncio.CancelledError:
+                for h in timers:
+                    h.cancel()
+                raise
         else:
             await self._sleep_until(t0 + delay)
             conn.write(out)
@@ -399,3 +419,10 @@ class MeterBusSimulator:
             out = junk + out
         return out
 
+
+def _put_on_line(write: Callable[[bytes | None], None], chunk: bytes, done: asyncio.Future[None] | None) -> None:
+    try:
+        write(chunk)
+    finally:
+        if done is not None and not done.done():
+            done.set_result(None)
