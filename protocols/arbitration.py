@@ -49,9 +49,15 @@ class PriorityLock:
     def queue_depth(self) -> int:
         return sum(1 for _, _, f in self._waiters if not f.done())
 
-    async def acquire(self, priority: int = Priority.SCHEDULED) -> None:
-        if not self._locked and self.queue_depth() == 0:
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free and nobody waits (no await: the uncontended polling case)."""
+        if not self._locked and (not self._waiters or self.queue_depth() == 0):
             self._locked = True
+            return True
+        return False
+
+    async def acquire(self, priority: int = Priority.SCHEDULED) -> None:
+        if self.try_acquire():
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (int(priority), next(self._seq), fut))
@@ -127,8 +133,11 @@ class CircuitBreaker:
         return self.state(key) is not BreakerState.OPEN
 
     def check(self, key: str) -> None:
-        if not self.allow(key):
-            raise CircuitOpenError(key, self._entries[key].retry_at)
+        """Raise CircuitOpenError while the key's breaker is OPEN (same test as ``state``, inlined:
+        it runs before every request)."""
+        e = self._entries.get(key)
+        if e is not None and e.open and self._clock() < e.retry_at:
+            raise CircuitOpenError(key, e.retry_at)
 
     def success(self, key: str) -> bool:
         e = self._entries.pop(key, None)

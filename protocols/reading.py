@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import IntFlag
 
@@ -44,3 +45,42 @@ class Reading:
     def __post_init__(self) -> None:
         if self.ts.tzinfo is None:
             raise ValueError("Reading.ts must be timezone-aware")
+
+    @classmethod
+    def batch(
+        cls,
+        meter: str,
+        ts: datetime,
+        quantities: Sequence[str],
+        values: Iterable[float],
+        units: Sequence[str],
+        quality: Quality = Quality.GOOD,
+        source: str = "",
+    ) -> list[Reading]:
+        """The readings of one meter taken at one instant (one poll): ``quantities[i]`` with ``units[i]``
+        and the i-th value. Equal to calling the constructor per value; the check runs once and the
+        fields are set directly, which takes half the time of the frozen dataclass' ``__init__`` plus
+        ``__post_init__`` per reading (polling loops build thousands a second)."""
+        if ts.tzinfo is None:
+            raise ValueError("Reading.ts must be timezone-aware")
+        new = object.__new__
+        s_meter, s_quantity, s_ts, s_value, s_unit, s_quality, s_source = _SLOT_SETTERS
+        out: list[Reading] = []
+        for quantity, value, unit in zip(quantities, values, units, strict=True):
+            r = new(cls)
+            s_meter(r, meter)
+            s_quantity(r, quantity)
+            s_ts(r, ts)
+            s_value(r, value)
+            s_unit(r, unit)
+            s_quality(r, quality)
+            s_source(r, source)
+            out.append(r)
+        return out
+
+
+# the slots' own setters (a frozen dataclass refuses attribute assignment), in batch()'s order
+_BATCH_FIELDS = ("meter", "quantity", "ts", "value", "unit", "quality", "source")
+if tuple(f.name for f in fields(Reading)) != _BATCH_FIELDS:  # a new field must be set by batch() too
+    raise RuntimeError("Reading.batch() is out of date with Reading's fields")
+_SLOT_SETTERS = tuple(Reading.__dict__[name].__set__ for name in _BATCH_FIELDS)

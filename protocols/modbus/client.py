@@ -67,7 +67,7 @@ from protocols.modbus.maps import (
     Point,
     ReadBlock,
     RegisterMap,
-    compile_decoder,
+    compile_values,
     decode_registers,
     encode_value,
     load_map,
@@ -78,6 +78,7 @@ from protocols.transport.url import ChannelSpec
 
 __all__ = [
     "DEFAULT_MAP",
+    "BareTcpPoller",
     "ModbusClient",
     "ModbusLink",
     "bare_tcp_poll",
@@ -86,8 +87,11 @@ __all__ = [
 ]
 
 LOGGER = logging.getLogger(__name__)
-_Decoder = Callable[[Sequence[int]], dict[str, float]]
-_CachedPlan = tuple[list[tuple[str, str, str]], list[tuple["ReadBlock", _Decoder]]]
+# one read request of a plan and the function turning its registers into values (maps.compile_values)
+_Step = tuple["ReadBlock", Callable[[Sequence[int]], list[float]]]
+# a read() plan: quantity codes and units in the order asked, where each one's value is in the
+# plan's value list, and the steps
+_CachedPlan = tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], list[_Step]]
 TRACE_LOG = logging.getLogger("headend.trace")
 TRACE = 5
 
@@ -156,7 +160,7 @@ class ModbusLink:
             raise ConfigError(f"Modbus cannot use a {spec.scheme!r} channel")
         self._client.set_max_no_responses(NEVER_DISCONNECT)
         c = self._client
-        self._readers: dict[Function, Callable[..., Awaitable[Any]]] = {
+        self.readers: dict[Function, Callable[..., Awaitable[Any]]] = {
             Function.COILS: c.read_coils,
             Function.DISCRETE: c.read_discrete_inputs,
             Function.HOLDING: c.read_holding_registers,
@@ -222,20 +226,25 @@ class ModbusLink:
             self._refused(rr, device_id, what)
         return rr
 
-    async def read(self, function: Function, address: int, count: int, device_id: int) -> list[int]:
-        """Registers (or 0/1 bits) of one read request."""
-        if self._client.ctx.transport is None:  # closed or never opened: the head-end reopens it
-            await self.ensure_open()
-        try:
-            rr = await self._readers[function](address, count=count, device_id=device_id)
-        except ModbusException as exc:
-            raise self._typed(exc, device_id, f"read {function} {address}+{count}") from exc
-        except OSError as exc:
-            self.close()
-            raise TransportError(f"Modbus channel {self.name}: {exc}") from exc
+    @property
+    def closed(self) -> bool:
+        """Closed or never opened: the next request reopens it."""
+        return self._client.ctx.transport is None
+
+    def read_failed(
+        self, exc: BaseException, function: Function, address: int, count: int, device_id: int
+    ) -> Exception:
+        """The project's error for a read that raised (a pymodbus exception or an OSError)."""
+        if isinstance(exc, ModbusException):
+            return self._typed(exc, device_id, f"read {function} {address}+{count}")
+        self.close()
+        return TransportError(f"Modbus channel {self.name}: {exc}")
+
+    def words(self, rr: Any, function: Function, address: int, count: int, device_id: int) -> list[int]:
+        """The registers (or 0/1 bits) of a read's response; exception responses and short replies raise."""
         if rr is None or rr.isError():
             self._refused(rr, device_id, f"read {function} {address}+{count}")
-        if function is Function.COILS or function is Function.DISCRETE:
+        if function.is_bit:
             bits = [1 if b else 0 for b in rr.bits[:count]]
             if len(bits) < count:
                 raise RemoteProtocolError(f"short bit read from unit {device_id}: {len(bits)} of {count}")
@@ -244,6 +253,17 @@ class ModbusLink:
         if len(regs) != count:
             raise RemoteProtocolError(f"unit {device_id} returned {len(regs)} registers, asked {count}")
         return regs
+
+    async def read(self, function: Function, address: int, count: int, device_id: int) -> list[int]:
+        """Registers (or 0/1 bits) of one read request. (``ModbusClient`` runs the same steps inline
+        in its polling loop: one coroutine layer less per request.)"""
+        if self.closed:
+            await self.ensure_open()
+        try:
+            rr = await self.readers[function](address, count=count, device_id=device_id)
+        except (ModbusException, OSError) as exc:
+            raise self.read_failed(exc, function, address, count, device_id) from exc
+        return self.words(rr, function, address, count, device_id)
 
     async def write(self, function: Function, address: int, words: Sequence[int], device_id: int) -> None:
         """FC05 for one coil, FC15 for several; FC16 for registers."""
@@ -307,12 +327,12 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
             self.breaker = None if breaker is False else CircuitBreaker(breaker_policy)
         self.default_map = map if isinstance(map, RegisterMap) else load_map(map)
         self.maps = {k: (v if isinstance(v, RegisterMap) else load_map(v)) for k, v in (maps or {}).items()}
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock  # None: datetime.now(UTC), called directly (a lambda would add a frame per poll)
         self._done: OrderedDict[str, ControlResult] = OrderedDict()  # request_id -> result (idempotency)
         # (map id, quantities) -> ((code, point name, unit) per reading, [(block, decoder)]): planned once
         self._plans: dict[tuple[int, tuple[str, ...]], _CachedPlan] = {}
         self.source = f"modbus:{spec.name}"
-        self._keys: dict[str, str] = {}  # device -> breaker key
+        self._devices: dict[str, tuple[int, str]] = {}  # device -> (unit id, breaker key)
         self._suspect: set[str] = set()  # devices whose last request got no reply
 
     @classmethod
@@ -359,10 +379,17 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         return unit
 
     def _key(self, device: str) -> str:
-        key = self._keys.get(device)
-        if key is None:
-            key = self._keys[device] = f"{self.spec.name}/{device}"
-        return key
+        return self._device(device)[1]
+
+    def _device(self, device: str) -> tuple[int, str]:
+        """(unit id, breaker key) of a device, parsed once (a polling loop asks every poll)."""
+        known = self._devices.get(device)
+        if known is None:
+            known = (self.unit_id(device), f"{self.spec.name}/{device}")
+            if len(self._devices) >= 4096:  # bounded: device names may come from callers
+                self._devices.clear()
+            self._devices[device] = known
+        return known
 
     async def _exchange(self, priority: int, op: Callable[[], Awaitable[Any]]) -> Any:
         lock = self.lock
@@ -378,33 +405,6 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
                 await asyncio.sleep(self.spec.turnaround)
             lock.release()
 
-    async def _read_block(
-        self, unit: int, function: Function, address: int, count: int, priority: int, retries: int | None = None
-    ) -> list[int]:
-        attempt = 0
-        retries = self.retries if retries is None else retries
-        lock, link, turnaround = self.lock, self.link, self.spec.turnaround
-        while True:
-            await lock.acquire(priority)  # one request in flight per line, by priority
-            try:
-                return await link.read(function, address, count, unit)
-            except NoResponseError:
-                # hold the line a little: a late reply must drain before the next request,
-                # or it would be taken for that request's answer (RTU has no transaction id)
-                if self.late_guard > 0:
-                    await asyncio.sleep(self.late_guard)
-                attempt += 1
-                if attempt > retries:
-                    raise
-            except TransportError:
-                attempt += 1
-                if attempt > retries:
-                    raise
-            finally:
-                if turnaround > 0:
-                    await asyncio.sleep(turnaround)
-                lock.release()
-
     def _check(self, device: str) -> None:
         if self.breaker is not None:
             self.breaker.check(self._key(device))
@@ -417,56 +417,110 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         if self.breaker is not None and self.breaker.success(self._key(device)):
             LOGGER.info("modbus %s unit %s: answering again, circuit closed", self.spec.name, device)
 
-    def _plan(self, rmap: RegisterMap, points: Sequence[Point]) -> list[tuple[ReadBlock, _Decoder]]:
-        blocks = plan_reads(points, max_registers=rmap.max_registers, max_gap=rmap.max_gap)
-        return [(b, compile_decoder(b)) for b in blocks]
+    def _plan(self, rmap: RegisterMap, points: Sequence[Point]) -> tuple[list[str], list[_Step]]:
+        """The requests for ``points`` and, in the order ``_run_plan`` returns their values, the point names."""
+        names: list[str] = []
+        steps: list[_Step] = []
+        for block in plan_reads(points, max_registers=rmap.max_registers, max_gap=rmap.max_gap):
+            block_names, values = compile_values(block)
+            names += block_names
+            steps.append((block, values))
+        return names, steps
 
-    async def _run_plan(
-        self, device: str, plan: Sequence[tuple[ReadBlock, _Decoder]], priority: int
-    ) -> dict[str, float]:
-        unit = self.unit_id(device)
-        self._check(device)
-        values: dict[str, float] = {}
+    async def _run_plan(self, device: str, plan: Sequence[_Step], priority: int) -> list[float]:
+        """Read and decode a plan's blocks, values in the plan's order: one request at a time under the
+        line lock (taken per block, so a control command waits for one request, not a whole device),
+        with retries."""
+        unit, key = self._device(device)
+        breaker = self.breaker
+        if breaker is not None:
+            breaker.check(key)
         # a device whose last request went unanswered gets no re-send: on a shared line a dead
         # device would otherwise cost timeout x (1 + retries) per read until its breaker opens
-        retries = 0 if device in self._suspect else self.retries
-        try:
-            for block, decode in plan:
-                words = await self._read_block(unit, block.function, block.address, block.count, priority, retries)
-                values.update(decode(words))
-        except (NoResponseError, TransportError) as exc:
-            self._suspect.add(device)
-            self._note_failure(device, exc)
-            raise
-        self._suspect.discard(device)
-        self._note_success(device)
+        suspect = self._suspect
+        retries = 0 if device in suspect else self.retries
+        lock, link, turnaround = self.lock, self.link, self.spec.turnaround
+        readers = link.readers
+        values: list[float] = []
+        for block, decode in plan:
+            attempt = 0
+            while True:
+                if not lock.try_acquire():
+                    await lock.acquire(priority)
+                try:
+                    # ModbusLink.read, inline
+                    fn, address, count = block.function, block.address, block.count
+                    if link.closed:
+                        await link.ensure_open()
+                    try:
+                        rr = await readers[fn](address, count=count, device_id=unit)
+                    except (ModbusException, OSError) as exc:
+                        raise link.read_failed(exc, fn, address, count, unit) from exc
+                    words = link.words(rr, fn, address, count, unit)
+                    break
+                except NoResponseError as exc:
+                    # hold the line a little: a late reply must drain before the next request,
+                    # or it would be taken for that request's answer (RTU has no transaction id)
+                    if self.late_guard > 0:
+                        await asyncio.sleep(self.late_guard)
+                    attempt += 1
+                    if attempt > retries:
+                        self._failed(device, exc)
+                        raise
+                except TransportError as exc:
+                    attempt += 1
+                    if attempt > retries:
+                        self._failed(device, exc)
+                        raise
+                finally:
+                    if turnaround > 0:
+                        await asyncio.sleep(turnaround)
+                    lock.release()
+            values += decode(words)
+        if suspect:
+            suspect.discard(device)
+        if breaker is not None and breaker.success(key):
+            LOGGER.info("modbus %s unit %s: answering again, circuit closed", self.spec.name, device)
         return values
+
+    def _failed(self, device: str, exc: BaseException) -> None:
+        self._suspect.add(device)
+        self._note_failure(device, exc)
+
+    def planned_requests(self, device: str, quantities: Sequence[str]) -> list[tuple[Function, int, int]]:
+        """(function, address, count) of each request one ``read(device, quantities)`` sends."""
+        rmap = self.map_for(device)
+        points = rmap.for_quantities(list(quantities) or rmap.quantities())
+        return [(b.function, b.address, b.count) for b, _ in self._plan(rmap, points)[1]]
 
     async def read_points(
         self, device: str, points: Sequence[Point], *, priority: int = Priority.ON_DEMAND
     ) -> dict[str, float]:
         """Values of the given points (by point name), breaker-guarded and retried."""
-        return await self._run_plan(device, self._plan(self.map_for(device), points), priority)
+        names, steps = self._plan(self.map_for(device), points)
+        return dict(zip(names, await self._run_plan(device, steps, priority), strict=True))
 
     # ------------------------------------------------------------------ MeterClient
 
     async def read(
         self, device: str, quantities: Sequence[str], *, priority: Priority = Priority.ON_DEMAND
     ) -> list[Reading]:
-        rmap = self.map_for(device)
+        rmap = self.maps.get(device, self.default_map)
         key = (id(rmap), tuple(quantities))
         cached = self._plans.get(key)
         if cached is None:
             points = rmap.for_quantities(list(quantities) or rmap.quantities())
-            fields = [(p.quantity or p.name, p.name, p.unit) for p in points]
-            cached = self._plans[key] = (fields, self._plan(rmap, points))
+            names, steps = self._plan(rmap, points)
+            index = {name: i for i, name in enumerate(names)}
+            codes = tuple(p.quantity or p.name for p in points)
+            units = tuple(p.unit for p in points)
+            cached = self._plans[key] = (codes, units, tuple(index[p.name] for p in points), steps)
             if len(self._plans) > 256:
                 self._plans.pop(next(iter(self._plans)))
-        fields, plan = cached
+        codes, units, order, plan = cached
         values = await self._run_plan(device, plan, priority)
-        ts = self._clock()
-        src, good = self.source, Quality.GOOD
-        return [Reading(device, code, ts, values[name], unit, good, src) for code, name, unit in fields]
+        ts = datetime.now(UTC) if self._clock is None else self._clock()
+        return Reading.batch(device, ts, codes, map(values.__getitem__, order), units, Quality.GOOD, self.source)
 
     async def aclose(self) -> None:
         self.link.close()
@@ -574,6 +628,55 @@ class ModbusClient(MeterClient, LoadControl, RelayControl):
         return (await self.read_points(device, [pt], priority=priority))[pt.name]
 
 
+class BareTcpPoller:
+    """Benchmark baseline: a plain pymodbus ``AsyncModbusTcpClient`` issuing fixed read requests.
+
+    ``poll()`` sends ``requests`` once, one after the other, and checks only ``isError()``: no lock,
+    breaker, retries or readings. With ``decode`` (the points of each request) it also converts the
+    registers with :func:`decode_registers`, like any application must.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        requests: Sequence[tuple[Function, int, int]],
+        *,
+        device_id: int = 1,
+        decode: Sequence[Sequence[Point]] | None = None,
+    ) -> None:
+        self.client = AsyncModbusTcpClient(host, port=port, timeout=2, retries=0)
+        self.requests = list(requests)
+        self.device_id = device_id
+        self.decode = decode
+        c = self.client
+        self._readers: dict[Function, Callable[..., Awaitable[Any]]] = {
+            Function.COILS: c.read_coils,
+            Function.DISCRETE: c.read_discrete_inputs,
+            Function.HOLDING: c.read_holding_registers,
+            Function.INPUT: c.read_input_registers,
+        }
+
+    async def connect(self) -> None:
+        if not await self.client.connect():
+            raise TransportError("baseline client cannot connect")
+
+    async def poll(self) -> None:
+        readers, device_id, decode = self._readers, self.device_id, self.decode
+        for i, (fn, address, count) in enumerate(self.requests):
+            rr = await readers[fn](address, count=count, device_id=device_id)
+            if rr.isError():
+                raise DeviceError("baseline read refused", code=int(rr.exception_code))
+            if decode is not None:
+                regs = rr.bits if fn.is_bit else rr.registers
+                for p in decode[i]:
+                    off = p.address - address
+                    decode_registers(p, regs[off : off + p.count])
+
+    def close(self) -> None:
+        self.client.close()
+
+
 async def bare_tcp_poll(
     host: str,
     port: int,
@@ -583,33 +686,15 @@ async def bare_tcp_poll(
     duration: float = 2.0,
     decode: Sequence[Sequence[Point]] | None = None,
 ) -> int:
-    """Benchmark baseline: a plain pymodbus client loop issuing ``requests`` for ``duration`` s.
-
-    Returns how many full polls (all requests once) completed. With ``decode`` the
-    loop also converts the registers with :func:`decode_registers`, like an app would.
-    """
-    client = AsyncModbusTcpClient(host, port=port, timeout=2, retries=0)
-    await client.connect()
+    """:class:`BareTcpPoller` in a loop for ``duration`` s; returns how many full polls completed."""
+    bare = BareTcpPoller(host, port, requests, device_id=device_id, decode=decode)
+    await bare.connect()
     polls = 0
-    readers = {
-        Function.COILS: client.read_coils,
-        Function.DISCRETE: client.read_discrete_inputs,
-        Function.HOLDING: client.read_holding_registers,
-        Function.INPUT: client.read_input_registers,
-    }
     try:
         end = time.perf_counter() + duration
         while time.perf_counter() < end:
-            for i, (fn, address, count) in enumerate(requests):
-                rr = await readers[fn](address, count=count, device_id=device_id)
-                if rr.isError():
-                    raise DeviceError("baseline read refused", code=int(rr.exception_code))
-                if decode is not None:
-                    regs = rr.bits if fn.is_bit else rr.registers
-                    for p in decode[i]:
-                        off = p.address - address
-                        decode_registers(p, regs[off : off + p.count])
+            await bare.poll()
             polls += 1
     finally:
-        client.close()
+        bare.close()
     return polls

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import struct
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,6 +40,7 @@ __all__ = [
     "WordOrder",
     "available_maps",
     "compile_decoder",
+    "compile_values",
     "decode_block",
     "decode_registers",
     "encode_value",
@@ -283,45 +285,80 @@ def plan_reads(points: Iterable[Point], *, max_registers: int = 125, max_gap: in
 
 
 def compile_decoder(block: ReadBlock) -> Callable[[Sequence[int]], dict[str, float]]:
-    """A fast decoder for one block, for hot polling loops that reuse a plan (same results as
-    :func:`decode_block`). Big-endian points are unpacked in place from the block packed once;
-    other orders pack their own registers in wire order (``<H`` swaps the bytes of each register,
-    a reversed index list swaps the words) and unpack with the type's struct."""
-    count = block.count
+    """A fast decoder for one block, for loops that reuse a plan: the values of
+    :func:`compile_values` by point name (same results as :func:`decode_block`)."""
+    names, values = compile_values(block)
+
+    def decode(words: Sequence[int]) -> dict[str, float]:
+        return dict(zip(names, values(words), strict=True))
+
+    return decode
+
+
+def compile_values(block: ReadBlock) -> tuple[tuple[str, ...], Callable[[Sequence[int]], list[float]]]:
+    """The polling fast path: point names in a fixed order, and a function returning the values of
+    one read of the block in that order (same values as :func:`decode_block`).
+
+    The block's registers are packed once; all big-endian points are unpacked by one struct whose
+    layout skips the registers between them (pad bytes) and scaled in C (``map(operator.mul)``).
+    Other orders pack their own registers in wire order (``<H`` swaps the bytes of each register,
+    a reversed index list swaps the words)."""
+    count, address = block.count, block.address
     frame = struct.Struct(f">{count}H")
-    fast: list[tuple[str, struct.Struct, int, float]] = []
+    fast: list[tuple[int, str, str, float]] = []  # (byte offset, name, struct code, scale)
     swapped: list[tuple[str, tuple[int, ...], struct.Struct, struct.Struct, float]] = []
     bits: list[tuple[str, int]] = []
     for p in block.points:
-        off = p.address - block.address
+        off = p.address - address
         if p.function.is_bit or p.dtype is DataType.BOOL:
             bits.append((p.name, off))
             continue
         fmt, n, _ = _TYPES[p.dtype]
         if p.word_order is WordOrder.BIG and p.byte_order is ByteOrder.BIG:
-            fast.append((p.name, struct.Struct(fmt), 2 * off, p.scale))
+            fast.append((2 * off, p.name, fmt[1:], p.scale))
             continue
         idx = tuple(range(off, off + n))
         if p.word_order is WordOrder.LITTLE:
             idx = idx[::-1]
         packer = struct.Struct(("<" if p.byte_order is ByteOrder.LITTLE else ">") + f"{n}H")
         swapped.append((p.name, idx, packer, struct.Struct(fmt), p.scale))
+    fast.sort()
+    layout, at = ">", 0
+    for start, _, code, _ in fast:
+        if start < at:  # overlapping points (maps refuse them; a hand-made block may not): one struct each
+            layout = ""
+            break
+        layout += f"{start - at}x{code}" if start > at else code
+        at = start + struct.calcsize(">" + code)
+    whole = struct.Struct(layout) if fast and layout else None
+    single = [(struct.Struct(">" + code), start, scale) for start, _, code, scale in fast]
+    scales = tuple(f[3] for f in fast)
+    others = [(idx, packer, st, scale) for _, idx, packer, st, scale in swapped]
+    bit_offsets = [off for _, off in bits]
+    names = tuple(f[1] for f in fast) + tuple(sw[0] for sw in swapped) + tuple(b[0] for b in bits)
+    mul = operator.mul
 
-    def decode(words: Sequence[int]) -> dict[str, float]:
-        if len(words) < count:
-            raise LocalProtocolError(f"short read: {len(words)} of {count} at {block.address}")
-        out: dict[str, float] = {}
-        if fast:
-            buf = frame.pack(*words[:count])
-            for name, st, at, scale in fast:
-                out[name] = float(st.unpack_from(buf, at)[0]) * scale
-        for name, idx, packer, st, scale in swapped:
-            out[name] = float(st.unpack(packer.pack(*[words[i] for i in idx]))[0]) * scale
-        for name, off in bits:
-            out[name] = 1.0 if words[off] else 0.0
+    def values(words: Sequence[int]) -> list[float]:
+        if len(words) != count:
+            if len(words) < count:
+                raise LocalProtocolError(f"short read: {len(words)} of {count} at {address}")
+            words = words[:count]
+        out: list[float]
+        if whole is not None:
+            # raw x scale == float(raw) x scale: Python converts an int operand exactly like float()
+            out = list(map(mul, whole.unpack_from(frame.pack(*words)), scales))
+        elif single:
+            buf = frame.pack(*words)
+            out = [float(st.unpack_from(buf, start)[0]) * scale for st, start, scale in single]
+        else:
+            out = []
+        for idx, packer, st, scale in others:
+            out.append(float(st.unpack(packer.pack(*[words[i] for i in idx]))[0]) * scale)
+        for off in bit_offsets:
+            out.append(1.0 if words[off] else 0.0)
         return out
 
-    return decode
+    return names, values
 
 
 def decode_block(block: ReadBlock, words: Sequence[int]) -> dict[str, float]:

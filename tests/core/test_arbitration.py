@@ -91,3 +91,32 @@ def test_breaker_backoff_is_capped() -> None:
     now[0] += 0.2
     assert br.allow("m")
     assert br.counts()["half_open"] == 1
+
+
+async def test_priority_lock_try_acquire_only_when_free_and_nobody_waits() -> None:
+    lock = PriorityLock()
+    assert lock.try_acquire() and lock.locked()
+    assert not lock.try_acquire()  # held
+    waiter = asyncio.create_task(lock.acquire(Priority.CONTROL))
+    await asyncio.sleep(0)
+    lock.release()  # handed to the waiter: stays locked
+    assert not lock.try_acquire()
+    await waiter
+    lock.release()
+    assert lock.try_acquire()
+    lock.release()
+
+
+def test_breaker_check_raises_exactly_while_open() -> None:
+    now = [0.0]
+    br = CircuitBreaker(BreakerPolicy(failure_threshold=2, base_backoff=10), clock=lambda: now[0])
+    for t, fail in [(0.0, True), (1.0, True), (5.0, False), (9.99, False), (10.0, False), (10.0, True), (29.0, False)]:
+        now[0] = t
+        if br.state("m") is BreakerState.OPEN:
+            with pytest.raises(CircuitOpenError):
+                br.check("m")
+        else:
+            br.check("m")
+        if fail:
+            br.failure("m")
+    assert br.state("m") is BreakerState.OPEN  # the half-open trial at t=10 failed: 20 s more

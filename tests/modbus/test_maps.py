@@ -217,3 +217,15 @@ def test_compiled_decoder_matches_the_reference(data: st.DataObject) -> None:
         assert got.keys() == want.keys()
         for k, v in want.items():
             assert got[k] == v or (math.isnan(v) and math.isnan(got[k]))
+
+
+def test_compiled_decoder_overlapping_points() -> None:
+    """Maps refuse overlapping points, but a hand-made block may hold two views of one register pair."""
+    whole = Point("whole", 10, Function.HOLDING, DataType.U32)
+    high = Point("high", 10, Function.HOLDING, DataType.U16)
+    low = Point("low", 11, Function.HOLDING, DataType.S16, scale=0.5)
+    block = plan_reads([whole, high, low])[0]
+    words = [0x0001, 0xFFFE]
+    assert compile_decoder(block)(words) == decode_block(block, words) == {"whole": 131070.0, "high": 1.0, "low": -1.0}
+    with pytest.raises(LocalProtocolError, match="short read"):
+        compile_decoder(block)(words[:1])
