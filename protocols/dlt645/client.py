@@ -621,6 +621,15 @@ class Dlt645Client(MeterClient, RelayControl):
                 out += res.decoded.readings(res.address, when, tz=self.tz, quality=Quality.BACKFILLED)
         return out
 
+    async def read_settlement(
+        self, device: str, n: int = 1, *, priority: int = Priority.SCHEDULED
+    ) -> list[Reading]:
+        """Energy registers frozen at the ``n``-th previous monthly settlement (结算日), stamped with
+        that instant: :func:`protocols.dlt645.settlement.read_settlement`."""
+        from protocols.dlt645.settlement import read_settlement  # it types against this class
+
+        return await read_settlement(self, device, n, priority=priority)
+
     async def read_load_profile(
         self, device: str, start: datetime, count: int, *, priority: int = Priority.BACKFILL,
         per_request: int = 8,

@@ -210,3 +210,27 @@ async def test_channels_and_meters_from_the_database(daemon_dsn: str, tmp_path: 
     assert [m.address for m in infos] == sim.addresses[:2] and {str(m.tz) for m in infos} == {"Europe/Berlin"}
     got = query(daemon_dsn, "SELECT DISTINCT meter FROM register_reads WHERE source = 'dlt645@t-db' ORDER BY 1")
     assert [g[0] for g in got] == sim.addresses[:2]
+
+
+async def test_billing_plan_stores_the_meters_settlement_values(daemon_dsn: str, tmp_path: Path) -> None:
+    """The monthly plan reads what the meter froze at 00:00 on the settlement day, stamped with that
+    instant, not the registers as they stand when the read happens minutes later."""
+    start = datetime(2026, 11, 30, 23, 58, tzinfo=TZ)
+    async with MeterBusSimulator(2, transport="tcp", parity="N", speed=240, start=start, history_days=40) as sim:
+        settings = make_settings(
+            daemon_dsn, tmp_path, name="t-billing", listen="",
+            channels=[{"name": "bus-b", "url": sim.url, "meters": sim.addresses, "timeout": 0.5, "retries": 0}],
+            plans=[ReadPlan(name="billing", kind=PlanKind.MONTHLY, billing_day=1, offset=300, window="00:05-08:00")],
+            leases={"enabled": "off"}, kpi_flush=0.5,
+        )
+        d = Daemon(settings, dsn=daemon_dsn, clock=wrap_clock(sim.clock))
+        await _run_for(d, sim, start + timedelta(minutes=20), [])
+        boundary = datetime(2026, 12, 1, tzinfo=TZ)
+        for m in sim.addresses:
+            snap = sim.meters[m].frozen_energy(boundary)
+            rows = dict(query(daemon_dsn, "SELECT quantity, value FROM register_reads WHERE meter = %s AND ts = %s",
+                              m, boundary))
+            assert rows["energy.active.import"] == pytest.approx(snap.imp, abs=0.01), rows
+            assert rows["energy.active.import.t1"] == pytest.approx(snap.imp_t[0], abs=0.01)
+            assert rows["energy.active.export"] == pytest.approx(snap.exp, abs=0.01)
+            assert sim.meters[m].energy().imp > snap.imp  # the meter kept counting after the boundary
