@@ -387,12 +387,13 @@ class MeterBusSimulator:
                 chunk = out[i : i + LINE_CHUNK]
                 t += len(chunk) * ct
                 last = sent if i + LINE_CHUNK >= len(out) else None
-                timers.append(loop.call_at(t + skew, _put_on_line, conn.write, chunk, last))
+                timers.append(loop.call_at(t + skew, _put_on_line, conn.write, chunk, t, last))
             try:
                 await sent
             except asyncio.CancelledError:
                 for h in timers:
                     h.cancel()
+                sent.cancel()
                 raise
         else:
             await self._sleep_until(t0 + delay)
@@ -407,6 +408,9 @@ class MeterBusSimulator:
         wait = deadline - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
+        wait = deadline - time.monotonic()
+        if wait > 0:  # a loop's timer may fire a little early (uvloop): never end the line time early
+            await asyncio.sleep(wait)
 
     def _apply_faults(self, faults: FaultSet, out: bytes) -> bytes:
         if faults.has(Fault.BAD_CHECKSUM):
@@ -420,7 +424,16 @@ class MeterBusSimulator:
         return out
 
 
-def _put_on_line(write: Callable[[bytes | None], None], chunk: bytes, done: asyncio.Future[None] | None) -> None:
+def _put_on_line(write: Callable[[bytes | None], None], chunk: bytes, due: float,
+                 done: asyncio.Future[None] | None) -> None:
+    """Write ``chunk`` at ``due`` (time.monotonic()), never before: uvloop's timers count from the time
+    cached at the start of the loop iteration, so they can fire a little early."""
+    if done is not None and done.done():
+        return  # cancelled
+    early = due - time.monotonic()
+    if early > 0:
+        asyncio.get_running_loop().call_later(early, _put_on_line, write, chunk, due, done)
+        return
     try:
         write(chunk)
     finally:
