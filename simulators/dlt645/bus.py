@@ -376,24 +376,20 @@ class MeterBusSimulator:
             self.stats.line_seconds += len(raw) * ct + self.turnaround + len(out) * ct
             t = t0 + delay
             self._line_free = t + len(out) * ct
-            # Each chunk goes out from its own timer, at strictly increasing times (so in order), and
-            # only the last one wakes this task: at fleet scale the simulators share the cores with
-            # the head-end being measured, and a task wake-up per chunk was a visible part of their CPU.
-            loop = asyncio.get_running_loop()
-            skew = loop.time() - time.monotonic()
-            sent = loop.create_future()
-            timers: list[asyncio.TimerHandle] = []
+            # The chunks go out from a chain of timer callbacks, in order, and only the end of the
+            # reply wakes this task: at fleet scale the simulators share the cores with the head-end
+            # being measured, and a task wake-up per chunk was a visible part of their CPU.
+            chunks: list[tuple[float, bytes]] = []
             for i in range(0, len(out), LINE_CHUNK):
                 chunk = out[i : i + LINE_CHUNK]
                 t += len(chunk) * ct
-                last = sent if i + LINE_CHUNK >= len(out) else None
-                timers.append(loop.call_at(t + skew, _put_on_line, conn.write, chunk, t, last))
+                chunks.append((t, chunk))
+            sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            _put_on_line(conn.write, chunks, 0, sent)
             try:
                 await sent
             except asyncio.CancelledError:
-                for h in timers:
-                    h.cancel()
-                sent.cancel()
+                sent.cancel()  # stops the chain
                 raise
         else:
             await self._sleep_until(t0 + delay)
@@ -424,18 +420,22 @@ class MeterBusSimulator:
         return out
 
 
-def _put_on_line(write: Callable[[bytes | None], None], chunk: bytes, due: float,
-                 done: asyncio.Future[None] | None) -> None:
-    """Write ``chunk`` at ``due`` (time.monotonic()), never before: uvloop's timers count from the time
-    cached at the start of the loop iteration, so they can fire a little early."""
-    if done is not None and done.done():
-        return  # cancelled
-    early = due - time.monotonic()
-    if early > 0:
-        asyncio.get_running_loop().call_later(early, _put_on_line, write, chunk, due, done)
+def _put_on_line(write: Callable[[bytes | None], None], chunks: list[tuple[float, bytes]], i: int,
+                 done: asyncio.Future[None]) -> None:
+    """Write the chunks whose time (time.monotonic()) has come, never earlier (uvloop's timers count
+    from the time cached at the start of a loop iteration and can fire a little early), then wait
+    for the next one; ``done`` is resolved after the last chunk (cancelling it stops the chain)."""
+    if done.done():
         return
     try:
-        write(chunk)
-    finally:
-        if done is not None and not done.done():
-            done.set_result(None)
+        now = time.monotonic()
+        while i < len(chunks) and chunks[i][0] <= now:
+            write(chunks[i][1])
+            i += 1
+    except Exception as exc:  # the connection went away: end the reply
+        done.set_exception(exc)
+        return
+    if i >= len(chunks):
+        done.set_result(None)
+        return
+    asyncio.get_running_loop().call_later(chunks[i][0] - now, _put_on_line, write, chunks, i, done)
