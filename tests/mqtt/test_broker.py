@@ -107,3 +107,32 @@ async def test_in_process_broker_when_no_host_is_configured(mqtt_prefix, setting
             await wait_for(lambda: svc.stats.telemetry >= 2, what="telemetry via amqtt")
     async with InProcessBroker() as broker:
         assert broker.url.startswith("mqtt://127.0.0.1:")
+
+
+async def test_ack_many_acknowledges_exactly_the_messages_given(private_broker, mqtt_prefix):
+    """Manual acknowledgement in one write: what was acknowledged is not delivered again after a reconnect,
+    what was not is (persistent session), and an ack for an earlier connection is refused."""
+    got: list[tuple[int, int, int, bytes]] = []
+    topic = f"{mqtt_prefix}/terminal/A1/telemetry"
+    conn = MqttConnection(private_broker.host, private_broker.port, client_id=f"{mqtt_prefix}-acks", manual_ack=True,
+                          handler=lambda m: got.append((conn.connects, m.mid, m.qos, bytes(m.payload))))
+    conn.subscriptions[topic] = 1
+    await conn.wait_connected(5)
+    try:
+        async with aiomqtt.Client(private_broker.host, private_broker.port, identifier=f"{mqtt_prefix}-pub") as pub:
+            for i in range(10):
+                await pub.publish(topic, f"m{i}".encode(), qos=1)
+        await wait_for(lambda: len(got) == 10, what="10 messages")
+        first = got[0][0]
+        assert conn.ack_many(first, [(mid, qos) for _, mid, qos, _ in got[:6]]) == 6
+        await asyncio.sleep(0.3)  # the PUBACKs leave before the disconnect
+        await conn.stop()
+        got.clear()
+        await conn.wait_connected(5)
+        await wait_for(lambda: len(got) >= 4, what="the unacknowledged messages again")
+        await asyncio.sleep(0.3)
+        assert sorted(p for *_, p in got) == [b"m6", b"m7", b"m8", b"m9"]
+        assert conn.ack_many(first, [(got[0][1], 1)]) == 0  # that connection is gone
+        assert conn.ack_many(got[0][0], [(mid, qos) for _, mid, qos, _ in got]) == 4
+    finally:
+        await conn.stop()
