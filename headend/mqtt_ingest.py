@@ -370,21 +370,25 @@ class MqttIngestService:
                     "INSERT INTO meter_events (meter, code, ts, ended_at, severity, source, detail)"
                     " VALUES (%s, %s, %s, %s, %s, 'mqtt', (%s::jsonb)->'detail')"
                     " ON CONFLICT (meter, code, ts) DO NOTHING", events)
-            for terminal, state, doc, at in statuses:  # in arrival order: the last one wins
-                await cur.execute(
-                    """INSERT INTO mqtt_status_log (terminal, state, at)
-                       SELECT %(t)s, %(s)s, %(at)s
-                       WHERE NOT EXISTS (SELECT 1 FROM mqtt_terminal_status
-                                         WHERE terminal = %(t)s AND state = %(s)s)""",
-                    {"t": terminal, "s": state, "at": at})
-                await cur.execute(
-                    """INSERT INTO mqtt_terminal_status (terminal, state, since, updated_at, status)
+            if statuses:
+                # one statement per status, in arrival order (the last one wins), sent by executemany in one
+                # pipeline: a connecting ingest receives every terminal's retained status at once, and a
+                # round trip per status held the broker's in-flight window (full of unacknowledged statuses)
+                # shut for half a second, delaying the telemetry queued behind it. The log row is inserted
+                # from the snapshot before the upsert, as two statements in that order would see it.
+                await cur.executemany(
+                    """WITH logged AS (
+                         INSERT INTO mqtt_status_log (terminal, state, at)
+                         SELECT %(t)s, %(s)s, %(at)s
+                         WHERE NOT EXISTS (SELECT 1 FROM mqtt_terminal_status
+                                           WHERE terminal = %(t)s AND state = %(s)s))
+                       INSERT INTO mqtt_terminal_status (terminal, state, since, updated_at, status)
                        VALUES (%(t)s, %(s)s, %(at)s, %(at)s, %(doc)s::jsonb)
                        ON CONFLICT (terminal) DO UPDATE SET
                          since = CASE WHEN mqtt_terminal_status.state = EXCLUDED.state
                                       THEN mqtt_terminal_status.since ELSE EXCLUDED.since END,
                          state = EXCLUDED.state, updated_at = EXCLUDED.updated_at, status = EXCLUDED.status""",
-                    {"t": terminal, "s": state, "at": at, "doc": doc})
+                    [{"t": terminal, "s": state, "at": at, "doc": doc} for terminal, state, doc, at in statuses])
             if responses:
                 # a duplicate answer (the terminal answering a re-sent request id from its record) counts once
                 # per send time: a re-delivery of the same message (not acknowledged before a crash) carries
