@@ -9,7 +9,10 @@ ingest is idempotent, so a record whose readings did reach the database before t
 nothing the second time.
 
 The journal is the spool's segment format (checksummed records, damaged tails reported and kept)
-written without ``fsync``: it survives the death of the process, not a power cut. After a power
+written without ``fsync``: it survives the death of the process, not a power cut. A record's payload
+is ``b"J1"`` + ``marshal`` of row tuples: the daemon journals every job's readings on its event loop,
+and marshal costs ~1 us where the spool's JSON costs ~16 us for a job's eight readings (the journal
+lives for a fraction of a second, written and read by the same installation; the spool keeps JSON). After a power
 cut the meters still hold what matters for billing (registers, frozen values, load profile),
 and backfill re-reads it.
 
@@ -29,15 +32,45 @@ Usage (one writer per directory, like the spool)::
 from __future__ import annotations
 
 import logging
+import marshal
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mdm.spool import Spool, SpoolDamage, decode_rows
-from protocols.reading import Reading
+from protocols.reading import Quality, Reading
 
-__all__ = ["ReadingJournal"]
+__all__ = ["ReadingJournal", "decode_readings", "encode_readings"]
 
 LOGGER = logging.getLogger(__name__)
+
+_FORMAT = b"J1"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_GOOD = Quality.GOOD
+
+
+def encode_readings(readings: Sequence[Reading]) -> bytes:
+    """One journal record's payload: ``b"J1"`` + marshal of (meter, quantity, ts_us, value, unit,
+    quality, source) tuples, ``ts_us`` microseconds since the Unix epoch (exact, unlike a float)."""
+    rows = []
+    last: datetime | None = None
+    us = 0
+    for r in readings:
+        t = r.ts
+        if t is not last:  # a job's readings usually share one time object
+            last = t
+            us = (t - _EPOCH) // _US
+        q = r.quality
+        rows.append((r.meter, r.quantity, us, r.value, r.unit, 0 if q is _GOOD else int(q), r.source))
+    return _FORMAT + marshal.dumps(tuple(rows))
+
+
+def decode_readings(payload: bytes) -> list[Reading]:
+    if not payload.startswith(_FORMAT):
+        raise ValueError("not a reading-journal record")
+    return [Reading(str(m), str(q), _EPOCH + timedelta(microseconds=int(t)), float(v), str(u), Quality(int(f)), str(s))
+            for m, q, t, v, u, f, s in marshal.loads(payload[len(_FORMAT):])]
 
 
 class ReadingJournal:
@@ -62,8 +95,15 @@ class ReadingJournal:
                 if damage is not None:
                     self.damage.append(damage)
                     continue
-                regs, ints = decode_rows(payload)
-                yield regs + ints
+                if payload.startswith(b"{"):  # the spool's JSON rows (journals written before J1)
+                    regs, ints = decode_rows(payload)
+                    yield regs + ints
+                    continue
+                try:
+                    yield decode_readings(payload)
+                except (ValueError, EOFError, TypeError) as exc:  # checksum fine, format unknown: reported
+                    LOGGER.error("journal %s: unreadable record (%s)", seg.name, exc)
+                    self.damage.append(SpoolDamage(str(seg), -1, len(payload), "payload", None))
 
     def retire_leftovers(self) -> int:
         """Delete the earlier run's segments (call once their readings are durable)."""
@@ -76,7 +116,7 @@ class ReadingJournal:
     def append(self, readings: Sequence[Reading]) -> None:
         """Record ``readings`` (one write; no fsync) before they are buffered anywhere."""
         if readings:
-            self._spool.write_record(readings, ())
+            self._spool.write_payload(encode_readings(readings))
             self.appended += len(readings)
 
     def checkpoint(self) -> list[Path]:

@@ -150,9 +150,8 @@ class Spool:
             self._append_locked(payload)
             self.spooling = True
 
-    def write_record(self, registers: Sequence[Reading], intervals: Sequence[Reading]) -> None:
-        """Append one record without touching the spooling mode (journal use)."""
-        payload = encode_rows(registers, intervals)
+    def write_payload(self, payload: bytes) -> None:
+        """Append one record of the caller's own encoding, without touching the spooling mode (journal use)."""
         with self._lock:
             self._append_locked(payload)
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import psycopg
@@ -13,6 +14,7 @@ import pytest
 
 from mdm.ingest import Ingestor
 from mdm.journal import ReadingJournal
+from mdm.spool import encode_rows
 from protocols.errors import ConfigError
 
 from .helpers import db_checksum, expected_checksum, readings
@@ -136,3 +138,29 @@ async def test_sigkill_while_submitting_loses_and_duplicates_nothing(fresh_dsn: 
     # every reading handed over is stored once: the stored set is a prefix readings(0, k), k >= handed
     assert count >= handed and have == want
     assert count >= before and not list((tmp_path / "journal").glob("spool-*.log"))
+
+
+def test_record_format_round_trip_and_older_json_records(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+    from datetime import timedelta as td
+
+    from mdm.journal import decode_readings, encode_readings
+    from protocols.reading import Quality, Reading
+
+    cst = timezone(td(hours=8))
+    rs = [Reading("000000000007", "energy.active.import", datetime(2026, 11, 27, 8, 0, 0, 123456, tzinfo=cst),
+                  1234.56, "kWh", Quality.BACKFILLED | Quality.SUSPECT, "dlt645:bus-a"),
+          Reading("T-9", "voltage.a", datetime(2026, 11, 27, 0, 0, tzinfo=UTC), float("nan"), "V", Quality.GOOD, "")]
+    back = decode_readings(encode_readings(rs))
+    assert [(r.meter, r.quantity, r.ts, r.unit, r.quality, r.source) for r in back] == \
+        [(r.meter, r.quantity, r.ts, r.unit, r.quality, r.source) for r in rs]
+    assert back[0].value == 1234.56 and back[1].value != back[1].value  # NaN survives
+    j = ReadingJournal(tmp_path)
+    j._spool.write_payload(encode_rows(rs[:1], ()))  # a JSON record, as the first journal version wrote
+    j._spool.write_payload(b"?not a record format")  # checksummed, yet not ours: reported, not dropped silently
+    j.close()
+    again = ReadingJournal(tmp_path)
+    got = [r for chunk in again.leftovers() for r in chunk]
+    assert [(r.meter, r.ts) for r in got] == [(rs[0].meter, rs[0].ts)]
+    assert [d.reason for d in again.damage] == ["payload"]
+    again.close()
