@@ -63,6 +63,8 @@ class MqttSettings(_Section):
     shared_group: str | None = Field(default=None, description="$share group name when several daemons split load")
     ack_window: int = Field(default=1000, ge=1, description="unacknowledged QoS 1 messages the ingest expects at once:"
                             " the broker's max_inflight_messages (docs/mqtt.md)")
+    max_pending: int = Field(default=20000, ge=1, description="received messages not yet durable above which the"
+                             " ingest stops reading the broker socket (back-pressure), resuming below half")
 
 
 class Settings(BaseSettings):
