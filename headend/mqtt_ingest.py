@@ -71,6 +71,8 @@ class IngestStats:
     batches: int = 0
     store_retries: int = 0
     acked: int = 0  # messages acknowledged to the broker (after they were durable)
+    pending_peak: int = 0  # most messages received and not yet durable at once
+    read_pauses: int = 0  # times the socket reading was paused because max_pending were waiting
     # end-to-end latency samples (s): stored (batch committed) minus the telemetry's ts
     latencies: list[float] = field(default_factory=list)
     keep_latencies: bool = False
@@ -93,6 +95,7 @@ class MqttIngestService:
         pipeline: int = 8,
         keep_latencies: bool = False,
         ack_window: int | None = None,
+        max_pending: int | None = None,
     ) -> None:
         self.mqtt = mqtt
         self.ingestor = ingestor
@@ -112,6 +115,9 @@ class MqttIngestService:
         # 20 by default; [mqtt] ack_window says how many): batches of a quarter of it start at once
         self.ack_window = max(1, ack_window if ack_window is not None else mqtt.ack_window)
         self._unacked = 0  # messages handed to batches, not yet acknowledged (or given up)
+        # back-pressure: Mosquitto 2.0.11 sends a resumed session's backlog past its in-flight window, so
+        # the socket reading stops at this many messages not yet durable and resumes at half of it
+        self.max_pending = max(1, max_pending if max_pending is not None else mqtt.max_pending)
         self._seq = 0  # batch numbers, in the order received
         self._ack_next = 0  # the next batch whose messages may be acknowledged
         self._finished: dict[int, list[_Ack] | None] = {}  # done batches waiting for earlier ones
@@ -129,7 +135,15 @@ class MqttIngestService:
         self._buf.append((message.topic.value, raw, datetime.now(UTC)))
         conn = self.conn
         self._buf_acks.append((conn.connects if conn is not None else 0, message.mid, message.qos))
-        self.stats.received += 1
+        st = self.stats
+        st.received += 1
+        pending = len(self._buf) + self._unacked
+        if pending > st.pending_peak:
+            st.pending_peak = pending
+        if pending >= self.max_pending and conn is not None and not conn.reading_paused:
+            conn.pause_reading()
+            st.read_pauses += 1
+            LOGGER.debug("MQTT ingest: %d messages not yet durable: reading paused", pending)
         # group commit: start at once when nothing is being written; else when a quarter of the broker's
         # window waits (so a few batches are in flight and their acks keep the broker sending), when the
         # broker will send no more before an ack, or when the batch is full; otherwise after batch_wait
@@ -175,6 +189,8 @@ class MqttIngestService:
             self._unacked -= len(acks)
         if self._unacked == 0 and self._buf:  # what arrived meanwhile goes next (group commit)
             self._wake.set()
+        if conn is not None and conn.reading_paused and len(self._buf) + self._unacked <= self.max_pending // 2:
+            conn.resume_reading()
 
     async def run(self, stop: asyncio.Event | None = None) -> IngestStats:
         stop = stop or asyncio.Event()

@@ -85,7 +85,9 @@ def _paho(client: aiomqtt.Client) -> Any:
     aiomqtt 2.x exposes neither manual acknowledgement (``manual_ack_set`` / ``ack``), nor an abrupt
     close of the socket, nor a synchronous message callback; its underlying ``paho.mqtt.client.Client``
     does. This is the ONE place that reaches under aiomqtt (and :meth:`MqttConnection.ack_many` the one
-    that queues raw packets on paho, ``_run`` the one that wraps its socket, paho-mqtt 2.x); aiomqtt is
+    that queues raw packets on paho, ``_run`` the one that wraps its socket, ``_socket_opened`` /
+    ``_on_readable`` the ones that replace aiomqtt's read callback and use its ``_loop`` and
+    ``_disconnected``, paho-mqtt 2.x); aiomqtt is
     pinned ``<3`` in pyproject.toml so it cannot change under us (re-check all three when lifting the pin).
     """
     return client._client
@@ -191,6 +193,8 @@ class MqttConnection:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._down_logged = False
+        self._paused = False  # pause_reading(): the broker socket is not read (TCP flow control holds the broker)
+        self._sock: _BufferedSocket | None = None
 
     def __repr__(self) -> str:
         return f"MqttConnection({self.name!r}, {self.host}:{self.port}, client_id={self.client_id!r})"
@@ -297,6 +301,74 @@ class MqttConnection:
                 if sock is not None:
                     sock.shutdown(socket.SHUT_RDWR)
 
+    @property
+    def reading_paused(self) -> bool:
+        return self._paused
+
+    def pause_reading(self) -> None:
+        """Stop reading the broker socket until :meth:`resume_reading` (back-pressure).
+
+        What the kernel buffers stays unread, so TCP flow control stops the broker sending: the backlog
+        waits in the broker's queue instead of this process's memory. Packets already read into the
+        buffer are not dispatched while paused. Acknowledgements still go out. A pause longer than the
+        keepalive can end the connection (no PINGRESP read); the broker then re-sends what was not
+        acknowledged after the reconnect.
+        """
+        if self._paused:
+            return
+        self._paused = True
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(Exception):  # closed meanwhile: the next connection starts paused
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+
+    def resume_reading(self) -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        sock, client = self._sock, self._client
+        if sock is not None and client is not None:
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(Exception):
+                loop.add_reader(sock.fileno(), self._on_readable, client, sock)
+                # packets left in the buffer: the kernel will not report them readable
+                loop.call_soon(self._on_readable, client, sock)
+
+    def _on_readable(self, client: aiomqtt.Client, sock: _BufferedSocket) -> None:
+        """Read callback in place of aiomqtt's (same loop: read while buffered bytes remain, a failure ends
+        the connection), which also stops when :meth:`pause_reading` was called by a handler."""
+        if self._paused or sock is not self._sock:
+            return
+        paho = _paho(client)
+        try:
+            while True:
+                paho.loop_read()
+                if not self._paused and sock.pending() > 0:
+                    continue
+                break
+        except Exception as exc:  # as aiomqtt does: a broken pipe and the like end the connection
+            disconnected = client._disconnected
+            if not disconnected.done():
+                disconnected.set_exception(exc)
+
+    def _socket_opened(self, client: aiomqtt.Client, opened: Callable[..., None],
+                       paho: Any, userdata: Any, sock: Any) -> None:
+        """paho's on_socket_open (called from the connecting thread): aiomqtt registers its read callback;
+        ours replaces it right after (same thread-safe queue, so in that order)."""
+        opened(paho, userdata, sock)
+        client._loop.call_soon_threadsafe(self._use_socket, client, sock)
+
+    def _use_socket(self, client: aiomqtt.Client, sock: Any) -> None:
+        if self._client is not client or not isinstance(sock, _BufferedSocket):
+            return
+        self._sock = sock
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(Exception):
+            if self._paused:
+                loop.remove_reader(sock.fileno())
+            else:
+                loop.add_reader(sock.fileno(), self._on_readable, client, sock)
+
     def _dispatch(self, _client: Any, _userdata: Any, raw: Any) -> None:
         """paho's on_message: straight to the handler, inside the read callback (no per-message queue and
         task as with aiomqtt's ``messages`` iterator: a third of the receive path's CPU at 10k msg/s)."""
@@ -326,6 +398,7 @@ class MqttConnection:
                     paho.manual_ack_set(True)
                 paho.on_message = self._dispatch
                 paho._create_socket = functools.partial(_buffered_socket, paho._create_socket)
+                paho.on_socket_open = functools.partial(self._socket_opened, client, paho.on_socket_open)
                 # a persistent session's queued messages follow the CONNACK at once, before the subscriptions
                 # are re-made: they carry this connection's number, and ack_many may answer them from then on
                 self.connects += 1
@@ -354,6 +427,7 @@ class MqttConnection:
                     self._down_logged = True
             finally:
                 self._client = None
+                self._sock = None
                 self._connected.clear()
             if self._stopping:
                 break
