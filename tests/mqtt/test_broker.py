@@ -136,3 +136,48 @@ async def test_ack_many_acknowledges_exactly_the_messages_given(private_broker, 
         assert conn.ack_many(got[0][0], [(mid, qos) for _, mid, qos, _ in got]) == 4
     finally:
         await conn.stop()
+
+
+class _SlowSink:
+    """The real ingestor, made slow: each submit waits first, as a loaded store would."""
+
+    def __init__(self, ingestor: object, delay: float) -> None:
+        self.ingestor, self.delay = ingestor, delay
+
+    async def submit(self, readings: object) -> object:
+        await asyncio.sleep(self.delay)
+        return await self.ingestor.submit(readings)  # type: ignore[attr-defined]
+
+
+async def test_backlog_drain_stops_reading_at_max_pending(private_broker, mqtt_prefix, settings_for, fresh_dsn):
+    """A queued backlog drained into a slow store: the socket reading pauses at ``max_pending`` messages not
+    yet durable (the broker keeps the rest queued) and every message is stored once."""
+    from headend.mqtt_ingest import MqttIngestService, run_mqtt_ingest
+    from headend.storeglue import open_ingestor
+
+    settings = settings_for(private_broker.info, mqtt_prefix)
+    n, bound = 3000, 100
+    client_id = f"{settings.mqtt.client_id}-ingest"
+    session = MqttConnection(private_broker.host, private_broker.port, client_id=client_id, manual_ack=True)
+    session.subscriptions[f"{mqtt_prefix}/terminal/+/telemetry"] = 1
+    await session.wait_connected(5)
+    await session.stop()  # the persistent session queues the backlog
+    async with aiomqtt.Client(private_broker.host, private_broker.port, identifier=f"{mqtt_prefix}-pub",
+                              max_inflight_messages=200) as pub:
+        await asyncio.gather(*(pub.publish(f"{mqtt_prefix}/terminal/T{i:05d}/telemetry", _telemetry(230.0), qos=1)
+                               for i in range(n)))
+    ingestor = await open_ingestor(settings, fresh_dsn)
+    service = MqttIngestService(settings.mqtt, _SlowSink(ingestor, 0.02), fresh_dsn, max_pending=bound)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_mqtt_ingest(settings, ingestor, stop=stop, service=service))
+    try:
+        await wait_for(lambda: service.stats.telemetry >= n, timeout=60, what="the backlog stored")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await ingestor.aclose()
+    assert service.stats.read_pauses >= 1  # the broker sent more than the bound would allow
+    assert service.stats.pending_peak <= bound + 1, service.stats.pending_peak
+    assert service.stats.telemetry == n and service.stats.acked == n
+    rows = await query(fresh_dsn, "SELECT count(*), count(DISTINCT meter) FROM register_reads WHERE source = 'mqtt'")
+    assert rows[0] == (n, n)
