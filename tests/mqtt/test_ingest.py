@@ -136,3 +136,28 @@ async def test_response_duplicates_count_each_answer_once(mqtt_broker, mqtt_pref
         rows = await query(fresh_dsn, "SELECT status, responded_at, duplicates, cardinality(duplicate_ts)"
                                       " FROM mqtt_command_responses WHERE request_id = 'req-dup-1'")
     assert rows == [("accepted", t0, 2, 2)]
+
+
+async def test_status_changes_in_one_burst_are_logged_in_order(mqtt_broker, mqtt_prefix, settings_for, fresh_dsn):
+    """Statuses are written one statement each in a pipeline: changes within a batch are each logged, the last
+    one wins, and a repeated state keeps ``since``."""
+    settings = settings_for(mqtt_broker, mqtt_prefix)
+    topic = f"{mqtt_prefix}/terminal/ST1/status"
+    async with ingest_running(settings, fresh_dsn) as svc, aiomqtt.Client(
+        mqtt_broker.host, mqtt_broker.port, identifier=f"{mqtt_prefix}-pub"
+    ) as pub:
+        for state in ("online", "offline", "offline", "online"):  # published back to back: one or two batches
+            await pub.publish(topic, json.dumps({"v": 1, "state": state}).encode(), qos=1)
+        await wait_for(lambda: svc.stats.statuses >= 4, what="4 statuses")
+        log = await query(fresh_dsn, "SELECT state FROM mqtt_status_log WHERE terminal = 'ST1' ORDER BY id")
+        assert [r[0] for r in log] == ["online", "offline", "online"]
+        (state, since, updated), = await query(
+            fresh_dsn, "SELECT state, since, updated_at FROM mqtt_terminal_status WHERE terminal = 'ST1'")
+        assert state == "online"
+        await pub.publish(topic, json.dumps({"v": 1, "state": "online", "firmware": "2"}).encode(), qos=1)
+        await wait_for(lambda: svc.stats.statuses >= 5, what="5th status")
+        (state2, since2, updated2, fw), = await query(
+            fresh_dsn, "SELECT state, since, updated_at, status->>'firmware' FROM mqtt_terminal_status"
+                       " WHERE terminal = 'ST1'")
+        assert (state2, since2, fw) == ("online", since, "2") and updated2 > updated
+        assert len(await query(fresh_dsn, "SELECT 1 FROM mqtt_status_log WHERE terminal = 'ST1'")) == 3
