@@ -126,6 +126,16 @@ def purchase_sequence(request_id: str) -> int:
     return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:4], "big") & 0x7FFF_FFFF
 
 
+
+def _read_functions(c: Any) -> dict[Function, Callable[..., Awaitable[Any]]]:
+    """The pymodbus client's read call for each function code."""
+    return {
+        Function.COILS: c.read_coils,
+        Function.DISCRETE: c.read_discrete_inputs,
+        Function.HOLDING: c.read_holding_registers,
+        Function.INPUT: c.read_input_registers,
+    }
+
 class ModbusLink:
     """One pymodbus connection (a TCP socket or a serial line) with typed errors.
 
@@ -159,13 +169,7 @@ class ModbusLink:
         else:  # pragma: no cover - ChannelSpec.parse only yields these two
             raise ConfigError(f"Modbus cannot use a {spec.scheme!r} channel")
         self._client.set_max_no_responses(NEVER_DISCONNECT)
-        c = self._client
-        self.readers: dict[Function, Callable[..., Awaitable[Any]]] = {
-            Function.COILS: c.read_coils,
-            Function.DISCRETE: c.read_discrete_inputs,
-            Function.HOLDING: c.read_holding_registers,
-            Function.INPUT: c.read_input_registers,
-        }
+        self.readers = _read_functions(self._client)
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
         if sending:
@@ -649,13 +653,7 @@ class BareTcpPoller:
         self.requests = list(requests)
         self.device_id = device_id
         self.decode = decode
-        c = self.client
-        self._readers: dict[Function, Callable[..., Awaitable[Any]]] = {
-            Function.COILS: c.read_coils,
-            Function.DISCRETE: c.read_discrete_inputs,
-            Function.HOLDING: c.read_holding_registers,
-            Function.INPUT: c.read_input_registers,
-        }
+        self._readers = _read_functions(self.client)
 
     async def connect(self) -> None:
         if not await self.client.connect():
