@@ -610,9 +610,15 @@ class Daemon(ResultListener):
         """Open the reading journal and store what a run killed before its readings were durable left."""
         journal = ReadingJournal(self.settings.data_dir / "journal")
         n = 0
-        for chunk in journal.leftovers():
-            await ingestor.submit(chunk)  # idempotent: readings that did reach the store change nothing
-            n += len(chunk)
+        pending: list[Reading] = []
+        for record in journal.leftovers():  # one record per job: submitted in large chunks, not one by one
+            pending += record
+            if len(pending) >= 20_000:
+                await ingestor.submit(pending)  # idempotent: readings that did reach the store change nothing
+                n, pending = n + len(pending), []
+        if pending:
+            await ingestor.submit(pending)
+            n += len(pending)
         journal.retire_leftovers()
         if n or journal.damage:
             LOGGER.warning("journal: %d readings from an unfinished run stored again, %d damaged stretch(es) kept",

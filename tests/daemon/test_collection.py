@@ -234,3 +234,31 @@ async def test_billing_plan_stores_the_meters_settlement_values(daemon_dsn: str,
             assert rows["energy.active.import.t1"] == pytest.approx(snap.imp_t[0], abs=0.01)
             assert rows["energy.active.export"] == pytest.approx(snap.exp, abs=0.01)
             assert sim.meters[m].energy().imp > snap.imp  # the meter kept counting after the boundary
+
+
+async def test_daemon_stores_what_a_killed_run_left_in_its_journal(daemon_dsn: str, tmp_path: Path) -> None:
+    """Readings a killed run had journalled but not stored are stored at the next start, once."""
+    from mdm.journal import ReadingJournal
+    from protocols.reading import Reading
+
+    t0 = datetime(2026, 11, 27, 9, 0, tzinfo=TZ)
+    left = [Reading(f"J{k:011d}", "voltage.a", t0 + timedelta(seconds=k), 220.0 + k / 10, "V", source="dlt645")
+            for k in range(2_500)]
+    j = ReadingJournal(tmp_path / "journal")
+    for k in range(0, len(left), 8):  # one record per job, as the ingest sink writes them
+        j.append(left[k : k + 8])
+    j.close()
+    async with MeterBusSimulator(1, transport="tcp", parity="N", speed=240, start=t0, history_days=1) as sim:
+        settings = make_settings(
+            daemon_dsn, tmp_path, name="t-journal", listen="",
+            channels=[{"name": "bus-j", "url": sim.url, "meters": sim.addresses, "timeout": 0.5, "retries": 0}],
+            plans=[ReadPlan(name="instant", kind=PlanKind.READ, every=60, quantities=["voltage.a"])],
+            leases={"enabled": "off"}, kpi_flush=0.5,
+        )
+        for _ in range(2):  # a second start finds nothing left and stores nothing twice
+            d = Daemon(settings, dsn=daemon_dsn, clock=wrap_clock(sim.clock))
+            await _run_for(d, sim, sim.clock.now() + timedelta(seconds=30), [])
+    rows = query(daemon_dsn, "SELECT count(*), count(DISTINCT (meter, ts)), min(value), max(value) "
+                 "FROM register_reads WHERE meter LIKE 'J%%'")
+    assert rows == [(2_500, 2_500, 220.0, 220.0 + 2_499 / 10)]
+    assert not list((tmp_path / "journal").glob("spool-*.log"))
