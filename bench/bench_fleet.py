@@ -190,6 +190,9 @@ def _outcomes(data_dir: Path) -> dict[str, float]:
         lag = re.search(r"^headend_event_loop_lag_seconds (\S+)$", text, re.M)
         if lag:
             out["max_event_loop_lag_s"] = round(float(lag.group(1)), 3)
+        gc_max = re.search(r"^headend_gc_pause_max_seconds (\S+)$", text, re.M)
+        if gc_max:
+            out["max_gc_pause_s"] = round(float(gc_max.group(1)), 3)
     return {k: v for k, v in out.items() if v}
 
 

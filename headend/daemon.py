@@ -42,6 +42,7 @@ from headend.backfill import INTERVAL_QUANTITY, Backfiller
 from headend.channels import Channel, ChannelState, Job, JobKind, MeterInfo, Outcome, ResultListener
 from headend.clocksync import ClockManager
 from headend.fleetconfig import ChannelConfig
+from headend.gcwatch import GcWatch
 from headend.health import HttpServer, json_response
 from headend.kpi import KpiRecorder
 from headend.leases import LeaseManager
@@ -57,6 +58,8 @@ from protocols.reading import Reading
 __all__ = ["Daemon", "IngestSink", "Ingestor"]
 
 LOGGER = logging.getLogger(__name__)
+# a stall this long holds up every bus at once: worth a log line with its time
+LAG_LOG_ABOVE = 0.1
 
 
 class Ingestor(Protocol):
@@ -217,6 +220,7 @@ class Daemon(ResultListener):
         self.stopping = asyncio.Event()
         self.started_at = time.monotonic()
         self.loop_lag = 0.0  # worst event-loop lag over the last minute, seconds
+        self.gc_watch = GcWatch()
         self._registry_dirty = False
         self._db: psycopg.AsyncConnection[Any] | None = None
         self._db_lock = asyncio.Lock()
@@ -503,7 +507,10 @@ class Daemon(ResultListener):
             t0 = time.monotonic()
             await asyncio.sleep(0.25)
             now = time.monotonic()
-            window.append((now, now - t0 - 0.25))
+            lag = now - t0 - 0.25
+            window.append((now, lag))
+            if lag >= LAG_LOG_ABOVE:
+                LOGGER.info("event loop stalled %.3f s", lag)
             while window and window[0][0] < now - 60:
                 window.popleft()
             self.loop_lag = max(v for _, v in window)
@@ -673,6 +680,7 @@ async def run_daemon(settings: Settings, **kwargs: Any) -> Daemon:
         await d.run()
     finally:
         tuner.cancel()
+        d.gc_watch.remove()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return d
@@ -694,6 +702,7 @@ async def _tune_runtime_when_ready(d: Daemon) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    d.gc_watch.install()
     # The ingest and KPI threads run Python (row building) while the buses wait on this loop: hand the
     # GIL back to the loop within 1 ms instead of CPython's 5 ms.
     sys.setswitchinterval(SWITCH_INTERVAL)

@@ -59,6 +59,13 @@ class DaemonCollector(Collector):
         yield GaugeMetricFamily("headend_channels_held", "Channels this daemon polls", value=float(len(d.channels)))
         yield GaugeMetricFamily("headend_event_loop_lag_seconds", "Worst event-loop lag over the last minute",
                                 value=d.loop_lag)
+        gc_seconds = CounterMetricFamily("headend_gc_seconds", "Time spent in garbage collection per generation",
+                                         labels=["generation"])
+        for gen, secs in enumerate(d.gc_watch.seconds):
+            gc_seconds.add_metric([str(gen)], secs)
+        yield gc_seconds
+        yield GaugeMetricFamily("headend_gc_pause_max_seconds", "Longest garbage-collection pause since start",
+                                value=d.gc_watch.worst)
         yield CounterMetricFamily("headend_backfill_jobs", "Backfill jobs queued", value=d.backfiller.queued)
         yield CounterMetricFamily("headend_clock_syncs", "Broadcast time syncs sent", value=len(d.clocks.syncs))
         yield GaugeMetricFamily("headend_meters_clock_flagged", "Meters whose clock is flagged",

@@ -145,7 +145,9 @@ async def test_priority_preemption_and_ipc_read(daemon_dsn: str, tmp_path: Path)
     assert health["status"] == "ok" and health["channels_up"] == 1 and health["meters"] == 6
     for line in ('headend_reads_total{channel="bus-p",outcome="ok"}', 'headend_queue_depth{channel="bus-p",priority=',
                  'headend_channel_up{channel="bus-p"} 1.0', 'headend_breakers{channel="bus-p",state="closed"} 6.0',
-                 "headend_reads_per_second", "headend_success_ratio", "headend_spool_bytes"):
+                 "headend_reads_per_second", "headend_success_ratio", "headend_spool_bytes",
+                 'headend_gc_seconds_total{generation="2"}', "headend_gc_pause_max_seconds",
+                 "headend_event_loop_lag_seconds"):
         assert line in metrics, line
 
 

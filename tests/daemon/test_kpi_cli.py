@@ -48,3 +48,27 @@ def test_kpi_table_json_and_png(kpi_dsn: str, tmp_path: Path, monkeypatch: pytes
     assert [x["key"] for x in fleet] == ["fleet", "fleet"] and fleet[0]["meters"] == 2
     r = runner.invoke(app, ["kpi", "--from", "not-a-date"])
     assert r.exit_code == 2
+
+
+def test_kpi_counters_upsert_and_add_up_with_awkward_names(daemon_dsn: str) -> None:
+    """The recorder's COPY escapes what text COPY treats specially; a second flush adds to the first."""
+    from headend.kpi import KpiRecorder
+
+    names = ["bus\twith tab", "back\\slash", "new\nline", "plain"]
+    k = KpiRecorder()
+    day = date(2026, 11, 27)
+    for i, ch in enumerate(names):
+        k.scheduled(day, f"00000000000{i}", "instant", ch, ok=True)
+        k.scheduled(day, f"00000000000{i}", "instant", ch, ok=False)
+    assert k.write_sync(daemon_dsn, k.take()) == 4
+    k.scheduled(day, "000000000003", "instant", "plain", ok=True)
+    k.backfilled(day, "000000000003", "instant", "plain", 2)
+    assert k.write_sync(daemon_dsn, k.take()) == 1
+    with psycopg.connect(daemon_dsn) as c:
+        got = c.execute("SELECT meter, channel, due, ok, failed, backfilled FROM collection_kpi ORDER BY meter").fetchall()
+    assert got == [
+        ("000000000000", "bus\twith tab", 2, 1, 1, 0),
+        ("000000000001", "back\\slash", 2, 1, 1, 0),
+        ("000000000002", "new\nline", 2, 1, 1, 0),
+        ("000000000003", "plain", 3, 2, 1, 2),
+    ]
