@@ -1,12 +1,14 @@
 """Backfill (补采): find what the store is missing and re-read it from the meter's memory.
 
-Two kinds of holes are looked for, per channel, within ``lookback_days`` and the depth the
+Three kinds of holes are looked for, per channel, within ``lookback_days`` and the depth the
 meter keeps: 15-minute load-profile intervals (``interval.energy.active.import`` at each
-interval start) and daily frozen values (``energy.active.import`` at local midnight).
-Missing intervals are re-read with load-profile record reads (runs of consecutive
-intervals in one request), missing freezes with "Nth previous daily freeze" reads. Jobs
-run at backfill priority, only for meters whose breaker is closed, and the values keep the
-meter's own timestamps with :attr:`Quality.BACKFILLED`.
+interval start), daily frozen values (``energy.active.import`` at local midnight) and monthly
+settlement values (``energy.active.import`` at the monthly plan's billing day, local midnight;
+twelve kept). Missing intervals are re-read with load-profile record reads (runs of consecutive
+intervals in one request), missing freezes with "Nth previous daily freeze" reads, missing
+settlements with "Nth previous settlement" reads. Jobs run at backfill priority, only for meters
+whose breaker is closed, and the values keep the meter's own timestamps with
+:attr:`Quality.BACKFILLED`.
 
 A sweep runs every ``every`` seconds, and at once for a meter that answers again.
 """
@@ -17,21 +19,36 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 
+from headend import meterops
 from headend.channels import Channel, Job, JobKind
 from headend.fleetconfig import BackfillConfig
 from headend.plans import PlanKind, ReadPlan
+from headend.scheduler import MONTHLY_DEFAULT
 from protocols.arbitration import BreakerState, Priority
 
-__all__ = ["DAILY_QUANTITY", "INTERVAL_QUANTITY", "Backfiller", "missing_daily", "missing_intervals"]
+__all__ = [
+    "DAILY_QUANTITY",
+    "INTERVAL_QUANTITY",
+    "SETTLEMENT_DEPTH",
+    "Backfiller",
+    "missing_daily",
+    "missing_intervals",
+    "missing_settlements",
+    "settlement_instants",
+    "settlement_number",
+]
 
 LOGGER = logging.getLogger(__name__)
 
 INTERVAL_QUANTITY = "interval.energy.active.import"
 DAILY_QUANTITY = "energy.active.import"
 MAX_RECORDS_PER_READ = 8
+# monthly settlements a DL/T 645-2007 meter keeps (DI0 01..0C); older ones are gone
+SETTLEMENT_DEPTH = 12
 
 # The store's tables (mdm): interval reads and register reads, keyed by (meter, quantity, ts).
 INTERVAL_TABLE = "interval_reads"
@@ -88,6 +105,43 @@ async def missing_daily(
     return await _missing(conn, REGISTER_TABLE, DAILY_QUANTITY, pairs)
 
 
+def settlement_instants(tz: ZoneInfo, billing_day: int, before: datetime, count: int) -> list[datetime]:
+    """The last ``count`` settlement instants (``billing_day`` at local midnight, as the monthly plan's
+    slots) at or before ``before``, newest first, in UTC."""
+    local = before.astimezone(tz)
+    month = local.year * 12 + local.month - 1
+    if datetime(local.year, local.month, billing_day, tzinfo=tz) > local:
+        month -= 1
+    out = []
+    for k in range(count):
+        y, m = divmod(month - k, 12)
+        out.append(datetime(y, m + 1, billing_day, tzinfo=tz).astimezone(UTC))
+    return out
+
+
+def settlement_number(tz: ZoneInfo, billing_day: int, now: datetime, instant: datetime) -> int:
+    """Which "Nth previous settlement" ``instant`` is at ``now`` (1 = the latest at or before ``now``),
+    counted in months the way the meter numbers them."""
+    latest = settlement_instants(tz, billing_day, now, 1)[0].astimezone(tz)
+    at = instant.astimezone(tz)
+    return (latest.year - at.year) * 12 + latest.month - at.month + 1
+
+
+async def missing_settlements(
+    conn: psycopg.AsyncConnection[Any], channel: Channel, meters: Sequence[str], billing_day: int,
+    before: datetime, since: datetime,
+) -> list[tuple[str, datetime]]:
+    """(meter, settlement instant) pairs in [since, before], at most :data:`SETTLEMENT_DEPTH` back from
+    ``before``, with no ``energy.active.import`` register value at that instant."""
+    pairs: list[tuple[str, datetime]] = []
+    for m in meters:
+        for t in settlement_instants(channel.meters[m].tz, billing_day, before, SETTLEMENT_DEPTH):
+            if t < since:
+                break
+            pairs.append((m, t))
+    return await _missing(conn, REGISTER_TABLE, DAILY_QUANTITY, pairs)
+
+
 def _runs(times: Sequence[datetime], step: timedelta, limit: int) -> list[tuple[datetime, int]]:
     """Group sorted interval starts into (first, count) runs of consecutive intervals."""
     out: list[tuple[datetime, int]] = []
@@ -104,6 +158,10 @@ class Backfiller:
         self.cfg = cfg
         self.profile_plan = next((p for p in plans if p.enabled and p.kind is PlanKind.PROFILE), None)
         self.daily_plan = next((p for p in plans if p.enabled and p.kind is PlanKind.DAILY), None)
+        # a monthly plan naming quantities reads current values: the meter keeps nothing of those to re-read
+        self.settlement_plan = next(
+            (p for p in plans if p.enabled and p.kind is PlanKind.MONTHLY and not p.quantities), None
+        )
         self.queued = 0
 
     def _settle(self, plan: ReadPlan | None) -> timedelta:
@@ -126,6 +184,9 @@ class Backfiller:
             return 0
         jobs: list[Job] = []
         per_meter: dict[str, int] = {}
+        # billing values first: a few per meter at most, and what billing cannot do without
+        if self.settlement_plan is not None:
+            jobs += await self._settlement_jobs(conn, channel, now, alive, per_meter)
         if self.profile_plan is not None and any(self.profile_plan.applies_to(channel.meters[m].group) for m in alive):
             plan = self.profile_plan
             step = timedelta(seconds=self.cfg.interval)
@@ -169,3 +230,31 @@ class Backfiller:
         if queued:
             LOGGER.info("backfill: %d jobs queued on %s", queued, channel.name, extra={"channel": channel.name})
         return queued
+
+    async def _settlement_jobs(
+        self, conn: psycopg.AsyncConnection[Any], channel: Channel, now: datetime, alive: Sequence[str],
+        per_meter: dict[str, int],
+    ) -> list[Job]:
+        plan = self.settlement_plan
+        assert plan is not None
+        if channel.client is not None and not meterops.can(channel.client, "settlement"):
+            return []  # the scheduled read of such a device is a current read: nothing stored to re-read
+        use = [m for m in alive if plan.applies_to(channel.meters[m].group)]
+        if not use:
+            return []
+        since = now - timedelta(days=self.cfg.lookback_days)
+        if self.cfg.not_before is not None:
+            since = max(since, self.cfg.not_before)
+        gaps = await missing_settlements(conn, channel, use, plan.billing_day, now - self._settle(plan), since)
+        jobs: list[Job] = []
+        for m, instant in gaps:
+            if per_meter.get(m, 0) >= self.cfg.max_jobs_per_meter:
+                continue
+            # numbered from now, not from the settle horizon: a settlement inside it is already the 1st
+            n = settlement_number(channel.meters[m].tz, plan.billing_day, now, instant)
+            if not 1 <= n <= SETTLEMENT_DEPTH:
+                continue
+            per_meter[m] = per_meter.get(m, 0) + 1
+            jobs.append(Job(Priority.BACKFILL, m, JobKind.SETTLEMENT, plan=plan.name, n=n, start=instant,
+                            quantities=MONTHLY_DEFAULT, backfill=True))
+        return jobs

@@ -395,6 +395,8 @@ class Channel:
         if job.kind is JobKind.SETTLEMENT:
             if meterops.can(client, "settlement"):
                 return await meterops.read_settlement(client, job.meter, job.n, p)
+            if job.backfill:  # registers read now are not the values at a past settlement
+                raise meterops.NotSupported(f"{type(client).__name__} keeps no settlement values")
             # a device that keeps no settlement values: its registers now, just after the boundary
             return await meterops.read_current(client, job.meter, job.quantities, p, self.clock.now(), self.source)
         if job.kind is JobKind.CLOCK:

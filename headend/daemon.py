@@ -355,8 +355,8 @@ class Daemon(ResultListener):
             stamps = {r.ts for r in readings if r.quantity == INTERVAL_QUANTITY}
             for ts in stamps:
                 self.kpi.backfilled(channel.local_day(job.meter, ts), job.meter, job.plan, channel.name)
-        elif job.kind is JobKind.DAILY and job.start is not None:
-            # the daily plan's slot is the midnight the freeze was taken (the day it is due)
+        elif job.kind in (JobKind.DAILY, JobKind.SETTLEMENT) and job.start is not None:
+            # the daily (monthly) plan's slot is the midnight the freeze (settlement) was taken: the day it is due
             self.kpi.backfilled(channel.local_day(job.meter, job.start), job.meter, job.plan, channel.name)
 
     def meter_recovered(self, channel: Channel, meter: str) -> None:
