@@ -337,7 +337,7 @@ class Daemon(ResultListener):
     def job_done(self, channel: Channel, job: Job, outcome: Outcome, readings: Sequence[Reading]) -> None:
         self.rate.tick()
         ok = outcome is Outcome.OK
-        if outcome in _MISSED and job.kind in (JobKind.PROFILE, JobKind.DAILY):
+        if outcome in _MISSED and job.kind in (JobKind.PROFILE, JobKind.DAILY, JobKind.SETTLEMENT):
             self._dirty[(channel.name, job.meter)] = self.clock.now()  # a gap to backfill
         if job.backfill:
             if ok and readings:
