@@ -591,7 +591,8 @@ class Daemon(ResultListener):
                     tg.create_task(self._lag_loop(), name="lag"),
                 ]
                 background += [tg.create_task(p.run(self), name=f"plugin {p.__name__}") for p in plugins]
-                LOGGER.warning("daemon %s started: %d channels configured", self.name, len(self.channel_configs))
+                LOGGER.warning("daemon %s started: %d channels configured, event loop %s", self.name,
+                               len(self.channel_configs), type(asyncio.get_running_loop()).__module__)
                 await self.stopping.wait()
                 await self._shutdown(background)
         finally:

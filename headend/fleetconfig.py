@@ -125,7 +125,7 @@ class DaemonSettings(_Section):
     kpi_flush: float = Field(default=5.0, gt=0, description="write KPI counters every this many real seconds")
     plugins: list[str] = Field(default_factory=list, description="modules with `async def run(daemon)` to start")
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
-        default="auto", description="`headend run`'s event loop; auto = uvloop when installed (the `fast` extra)")
+        default="auto", description="`headend run`'s event loop; auto = uvloop if installed (not on Windows)")
 
     @model_validator(mode="after")
     def _check_unique(self) -> DaemonSettings:

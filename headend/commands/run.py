@@ -68,7 +68,7 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
     except ImportError:
         if choice == "uvloop":
             raise fail(ConfigError("daemon.event_loop = 'uvloop' but uvloop is not installed (pip install "
-                                   "'ami-headend[fast]')")) from None
+                                   "uvloop)")) from None
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
