@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -266,7 +266,10 @@ def daily_consumption(
 ) -> list[dict[str, Any]]:
     """Energy per local day (store time zone): interval sums, else register differences.
 
-    Rows: meter, day, kwh, source ("interval" | "register"), intervals (count of intervals summed).
+    Rows: meter, day, kwh (secondary: what the meter registered), source ("interval" | "register"),
+    intervals (count of intervals summed), multiplier (CT x PT in force that day; None when unknown or
+    when it changed within the day), primary_kwh (kwh x multiplier; None when it cannot be computed)
+    and multiplier_changed (True when more than one multiplier applied to the day's energy).
     """
     with conn.cursor() as cur:
         cur.execute("SELECT meter, day, kwh, intervals FROM daily_consumption(%s, %s, %s)",
@@ -281,7 +284,131 @@ def daily_consumption(
         for m, d, kwh in cur.fetchall():
             if m not in with_intervals and kwh is not None:
                 out[(m, d)] = {"meter": m, "day": d, "kwh": kwh, "source": "register", "intervals": None}
-    return [out[k] for k in sorted(out)]
+    rows = [out[k] for k in sorted(out)]
+    _apply_multipliers(conn, rows, meters, first, last)
+    return rows
+
+
+# -- CT/PT multipliers (primary energy) ---------------------------------------------------------------
+
+_OPEN = datetime.max.replace(tzinfo=UTC)
+_REGISTER_QTY = "energy.active.import"  # the register daily_register_consumption() differences by default
+_INTERVAL_QTY = "interval.energy.active.import"
+
+
+@dataclass(frozen=True, slots=True)
+class _Period:
+    start: datetime
+    end: datetime  # _OPEN while installed
+    multiplier: float
+
+
+@dataclass(slots=True)
+class _MultiplierHistory:
+    """One meter's CT x PT multiplier over time: its installation periods [installed_at, removed_at),
+    ``meters.multiplier`` outside them (None for a meter not in ``meters``: unknown, never guessed)."""
+
+    fallback: float | None
+    periods: list[_Period]
+
+    def over(self, lo: datetime, hi: datetime) -> set[float | None]:
+        """Every multiplier in force somewhere in [lo, hi)."""
+        found: set[float | None] = set()
+        cursor = lo
+        for p in self.periods:  # sorted by start
+            if p.end <= lo or p.start >= hi or p.end <= p.start:
+                continue
+            if p.start > cursor:
+                found.add(self.fallback)
+            found.add(p.multiplier)
+            cursor = max(cursor, p.end)
+        if cursor < hi:
+            found.add(self.fallback)
+        return found
+
+    def at(self, t: datetime) -> float | None:
+        for p in reversed(self.periods):  # overlapping records (bad data): the latest installation wins
+            if p.start <= t < p.end:
+                return p.multiplier
+        return self.fallback
+
+
+def _multiplier_histories(conn: psycopg.Connection[Any], meters: Sequence[str] | None, lo: datetime,
+                          hi: datetime) -> dict[str, _MultiplierHistory]:
+    """Installation periods overlapping [lo, hi) of ``meters`` (None: every meter, no array to bind)."""
+    out: dict[str, _MultiplierHistory] = {}
+    for m, fallback, start, end, mult in conn.execute(
+            "SELECT m.address, m.multiplier, i.installed_at, i.removed_at, i.multiplier FROM meters m "
+            "LEFT JOIN meter_installations i ON i.meter = m.address AND i.installed_at < %(hi)s "
+            "     AND (i.removed_at IS NULL OR i.removed_at > %(lo)s) "
+            "WHERE %(ms)s::text[] IS NULL OR m.address = ANY(%(ms)s) ORDER BY m.address, i.installed_at, i.id",
+            {"ms": list(meters) if meters else None, "lo": lo, "hi": hi}):
+        h = out.get(m)
+        if h is None:
+            h = out[m] = _MultiplierHistory(float(fallback), [])
+        if start is not None:
+            h.periods.append(_Period(start, end or _OPEN, float(mult)))
+    return out
+
+
+def _local_midnights(conn: psycopg.Connection[Any], first: date, last: date) -> dict[date, datetime]:
+    """Start of each local day first..last in the store zone, computed as daily_consumption() does."""
+    rows = conn.execute("SELECT d::date, d::date::timestamp AT TIME ZONE s.timezone "
+                        "FROM mdm_storage s, generate_series(%s::timestamp, %s::timestamp, interval '1 day') AS d",
+                        (first, last)).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def _set_primary(row: dict[str, Any], used: set[float | None], primary: float | None) -> None:
+    single = len(used) == 1
+    row["multiplier"] = next(iter(used)) if single else None
+    row["primary_kwh"] = primary
+    row["multiplier_changed"] = len(used) > 1
+
+
+def _apply_multipliers(conn: psycopg.Connection[Any], rows: list[dict[str, Any]], meters: Sequence[str] | None,
+                       first: date, last: date) -> None:
+    """Add multiplier, primary_kwh and multiplier_changed to each daily row.
+
+    The multiplier is looked up for the time span the day's energy covers: the local day for
+    interval sums, from the previous day's last register read to this day's for register
+    differences. Usually one multiplier covers it (kwh x multiplier). Where an installation with
+    another multiplier begins or ends inside the span: interval days are re-summed per interval, each
+    with the multiplier of the installation its start falls in; register days are flagged (primary
+    None), since a delta across an exchange mixes two register series. Both storage modes: the split
+    re-sum reads ``interval_reads`` (a hypertable under TimescaleDB, where a day's kwh comes from the
+    real-time aggregate, which matches the raw rows once its refresh has caught up).
+    """
+    if not rows:
+        return
+    day = timedelta(days=1)
+    bounds = _local_midnights(conn, first - day, last + day)
+    hist = _multiplier_histories(conn, meters, bounds[first - day], bounds[last + day])
+    unknown_meter = _MultiplierHistory(None, [])
+    for r in rows:
+        h, d = hist.get(r["meter"], unknown_meter), r["day"]
+        lo = bounds[d] if r["source"] == "interval" else bounds[d - day]
+        used = h.over(lo, bounds[d + day])
+        if len(used) == 1:
+            m = next(iter(used))
+            _set_primary(r, used, None if m is None else r["kwh"] * m)
+        elif r["source"] == "interval":
+            got = conn.execute("SELECT ts, value FROM interval_reads WHERE meter = %s AND quantity = %s "
+                               "AND ts >= %s AND ts < %s", (r["meter"], _INTERVAL_QTY, lo, bounds[d + day])).fetchall()
+            per = [(h.at(ts), v) for ts, v in got]
+            used = {m for m, _ in per}
+            unknown = None in used or not per
+            _set_primary(r, used, None if unknown else sum(v * m for m, v in per if m is not None))
+        else:
+            # the two reads daily_register_consumption() took: the last of the day before and of this day
+            got = conn.execute(
+                "SELECT DISTINCT ON ((r.ts AT TIME ZONE s.timezone)::date) r.ts FROM register_reads r, mdm_storage s "
+                "WHERE r.meter = %s AND r.quantity = %s AND r.ts >= %s AND r.ts < %s "
+                "ORDER BY (r.ts AT TIME ZONE s.timezone)::date, r.ts DESC",
+                (r["meter"], _REGISTER_QTY, lo, bounds[d + day])).fetchall()
+            used = h.over(got[0][0], got[1][0]) if len(got) == 2 else used
+            m = next(iter(used))
+            _set_primary(r, used, r["kwh"] * m if len(used) == 1 and m is not None else None)
 
 
 _QUALITY_NAMES = {f.name.lower(): f for f in Quality if f.name}

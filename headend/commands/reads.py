@@ -79,7 +79,11 @@ def daily_cmd(
     csv_: CsvOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Consumption per local day: sum of 15-min intervals, else the difference of daily register reads."""
+    """Consumption per local day: sum of 15-min intervals, else the difference of daily register reads.
+
+    kwh is what the meter registered (secondary side of its CT/PT); primary_kwh is kwh x the CT x PT
+    multiplier in force that day (installation history, else the meter's multiplier).
+    """
     from mdm.store import daily_consumption, day_range
 
     meters = [m.strip() for arg in (meter or []) for m in arg.split(",") if m.strip()] or None
@@ -89,14 +93,26 @@ def daily_cmd(
         raise fail(f"bad day: {exc}", ExitCode.USAGE) from None
     with store_conn(ctx, config) as (_, conn):
         rows = daily_consumption(conn, meters, first, last)
-    cols = ("meter", "day", "kwh", "source", "intervals")
+    # new columns go last: readers of the original five keep working
+    cols = ("meter", "day", "kwh", "source", "intervals", "multiplier", "primary_kwh", "multiplier_changed")
     if json_:
         print_json({"from": first, "to": last, "days": rows})
     elif csv_:
         _emit_csv(cols, rows)
     else:
-        print_table(cols, [[r["meter"], r["day"], f"{r['kwh']:.3f}", r["source"], r["intervals"]] for r in rows],
+        print_table(("meter", "day", "kwh", "source", "intervals", "multiplier", "primary kwh"),
+                    [[r["meter"], r["day"], f"{r['kwh']:.3f}", r["source"], r["intervals"], _multiplier_cell(r),
+                      "" if r["primary_kwh"] is None else f"{r['primary_kwh']:.3f}"] for r in rows],
                     title=f"daily consumption {first} .. {last}")
+        if any(r["multiplier_changed"] for r in rows):
+            console.print("changed: the CT/PT multiplier changed within the day; interval days are summed per "
+                          "installation, register days have no primary figure", highlight=False)
+
+
+def _multiplier_cell(r: dict[str, Any]) -> str:
+    if r["multiplier_changed"]:
+        return "changed"
+    return "unknown" if r["multiplier"] is None else f"{r['multiplier']:g}"
 
 
 async def _import(dsn: str, path: Path, tz: str, quantity: str | None, source: str | None,
