@@ -65,7 +65,8 @@ def test_kpi_counters_upsert_and_add_up_with_awkward_names(daemon_dsn: str) -> N
     k.backfilled(day, "000000000003", "instant", "plain", 2)
     assert k.write_sync(daemon_dsn, k.take()) == 1
     with psycopg.connect(daemon_dsn) as c:
-        got = c.execute("SELECT meter, channel, due, ok, failed, backfilled FROM collection_kpi ORDER BY meter").fetchall()
+        got = c.execute("SELECT meter, channel, due, ok, failed, backfilled FROM collection_kpi"
+                        " ORDER BY meter").fetchall()
     assert got == [
         ("000000000000", "bus\twith tab", 2, 1, 1, 0),
         ("000000000001", "back\\slash", 2, 1, 1, 0),
