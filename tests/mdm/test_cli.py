@@ -18,20 +18,6 @@ from headend.exitcodes import ExitCode
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def run(fresh_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("HEADEND_DATABASE__DSN", fresh_dsn)
-    monkeypatch.setenv("HEADEND_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("HEADEND_TIMEZONE", "Asia/Shanghai")
-    runner = CliRunner()
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        res = runner.invoke(app, list(args))
-        return res.exit_code, res.stdout, res.stderr
-
-    return invoke
-
-
 def test_help_for_every_store_command(run) -> None:  # type: ignore[no-untyped-def]
     for cmd in (["db"], ["db", "migrate"], ["db", "status"], ["meters", "import"], ["meters", "export"],
                 ["reads", "show"], ["reads", "daily"], ["reads", "import"]):

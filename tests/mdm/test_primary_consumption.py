@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,15 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
 
-from headend.cli import app
 from mdm.store import daily_consumption
+from tests.mdm.conftest import Invoke
 
 TZ = ZoneInfo("Asia/Shanghai")
 D1, D2, D3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
 QTY = "interval.energy.active.import"
 A, R, B1, B2, X, Y, D, U = ("000000000050", "000000000051", "000000000101", "000000000102", "000000000200",
                             "000000000201", "000000000001", "000000000999")
-
-Invoke = Callable[..., tuple[int, str, str]]
 
 
 def local(d: date, hour: int = 0, minute: int = 0) -> datetime:
@@ -50,20 +46,6 @@ def energy(ks: range, mult: float = 1.0) -> float:
 
 
 DAY = range(96)
-
-
-@pytest.fixture
-def run(fresh_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Invoke:
-    monkeypatch.setenv("HEADEND_DATABASE__DSN", fresh_dsn)
-    monkeypatch.setenv("HEADEND_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("HEADEND_TIMEZONE", "Asia/Shanghai")
-    runner = CliRunner()
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        res = runner.invoke(app, list(args))
-        return res.exit_code, res.stdout, res.stderr
-
-    return invoke
 
 
 def _service_point(conn: psycopg.Connection[Any], name: str) -> int:
