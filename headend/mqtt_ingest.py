@@ -207,6 +207,7 @@ class MqttIngestService:
             self.host, self.port, client_id=self.client_id, clean_session=False,
             username=self.mqtt.username, password=os.environ.get("HEADEND_MQTT_PASSWORD") or None,
             handler=self._on_message, name="mqtt-ingest", max_inflight=1000, manual_ack=True,
+            keepalive=self.mqtt.keepalive,
         )
         for channel in SUBSCRIBED:
             self.conn.subscriptions[self.topics.filter(channel, shared_group=group)] = 1

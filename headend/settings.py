@@ -65,6 +65,8 @@ class MqttSettings(_Section):
                             " the broker's max_inflight_messages (docs/mqtt.md)")
     max_pending: int = Field(default=20000, ge=1, description="received messages not yet durable above which the"
                              " ingest stops reading the broker socket (back-pressure), resuming below half")
+    keepalive: int = Field(default=30, ge=1, le=65535, description="MQTT keepalive, seconds; a back-pressure pause"
+                           " longer than about 1.5 x this ends the connection (the broker re-sends what was unacked)")
 
 
 class Settings(BaseSettings):

@@ -181,3 +181,54 @@ async def test_backlog_drain_stops_reading_at_max_pending(private_broker, mqtt_p
     assert service.stats.telemetry == n and service.stats.acked == n
     rows = await query(fresh_dsn, "SELECT count(*), count(DISTINCT meter) FROM register_reads WHERE source = 'mqtt'")
     assert rows[0] == (n, n)
+
+
+class _StalledSink:
+    """The real ingestor behind a gate: while it is shut, nothing becomes durable (a database outage
+    that the ingestor would wait out)."""
+
+    def __init__(self, ingestor: object) -> None:
+        self.ingestor = ingestor
+        self.open = asyncio.Event()
+
+    async def submit(self, readings: object) -> object:
+        await self.open.wait()
+        return await self.ingestor.submit(readings)  # type: ignore[attr-defined]
+
+
+async def test_pause_longer_than_keepalive_loses_and_doubles_nothing(private_broker, mqtt_prefix, settings_for,
+                                                                      fresh_dsn):
+    """Back-pressure holds the socket unread for several keepalive periods: the broker drops the session's
+    connection, the ingest reconnects, the broker re-sends what was never acknowledged, and every message
+    is stored exactly once."""
+    from headend.mqtt_ingest import MqttIngestService, run_mqtt_ingest
+    from headend.storeglue import open_ingestor
+
+    settings = settings_for(private_broker.info, mqtt_prefix, keepalive=1)
+    n, bound = 400, 10  # below the broker's in-flight window (20), so the bound is reached
+    ingestor = await open_ingestor(settings, fresh_dsn)
+    sink = _StalledSink(ingestor)
+    service = MqttIngestService(settings.mqtt, sink, fresh_dsn, max_pending=bound)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_mqtt_ingest(settings, ingestor, stop=stop, service=service))
+    try:
+        await wait_for(lambda: service.conn is not None and service.conn.connected, timeout=10, what="connected")
+        assert service.conn is not None
+        first = service.conn.connects
+        async with aiomqtt.Client(private_broker.host, private_broker.port, identifier=f"{mqtt_prefix}-pub",
+                                  max_inflight_messages=200) as pub:
+            await asyncio.gather(*(pub.publish(f"{mqtt_prefix}/terminal/T{i:05d}/telemetry", _telemetry(230.0),
+                                               qos=1) for i in range(n)))
+        await wait_for(lambda: service.conn is not None and service.conn.reading_paused, timeout=10,
+                       what="reading paused at max_pending")
+        await asyncio.sleep(4.0)  # > 1.5 x keepalive with the socket unread and nothing acknowledged
+        sink.open.set()
+        await wait_for(lambda: service.stats.acked >= n, timeout=60, what="every message acknowledged")
+    finally:
+        sink.open.set()
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await ingestor.aclose()
+    assert service.conn.connects > first, "the pause should have outlived the connection"
+    rows = await query(fresh_dsn, "SELECT count(*), count(DISTINCT meter) FROM register_reads WHERE source = 'mqtt'")
+    assert rows[0] == (n, n)
