@@ -32,12 +32,14 @@ from protocols.errors import (
     LocalProtocolError,
     NoResponseError,
     TransportError,
+    UnknownOutcomeError,
 )
 
 __all__ = [
     "Registration",
     "channel_key",
     "find_daemon",
+    "raise_remote",
     "read_items_on_client",
     "registry_dir",
     "try_daemon_read",
@@ -110,15 +112,17 @@ def find_daemon(data_dir: Path, url: str) -> tuple[str, str] | None:
     return None
 
 
+# error types a daemon's answer may name (error_payload); anything else arrives as TransportError
 _ERRORS: dict[str, type[HeadendError]] = {
-    "NoResponseError": NoResponseError, "FrameError": FrameError, "TransportError": TransportError,
-    "ConfigError": ConfigError, "LocalProtocolError": LocalProtocolError,
+    "NoResponseError": NoResponseError, "TransportError": TransportError, "ConfigError": ConfigError,
+    "LocalProtocolError": LocalProtocolError, "UnknownOutcomeError": UnknownOutcomeError,
 }
 
 
-def _raise_remote(err: Mapping[str, Any]) -> None:
+def raise_remote(err: Mapping[str, Any], default: str = "daemon request failed") -> None:
+    """Raise the error a daemon reported (its ``error`` object) as the same exception type here."""
     kind = str(err.get("type", "HeadendError"))
-    msg = str(err.get("message", "daemon read failed"))
+    msg = str(err.get("message", default))
     if kind == "DeviceError":
         raise DeviceError(msg, code=int(err.get("code", 0)), flags=tuple(err.get("flags", ())))
     if kind == "FrameError":
@@ -153,7 +157,7 @@ def try_daemon_read(
         LOGGER.warning("daemon at %s did not answer (%s); opening the port directly", endpoint, exc)
         return None
     if "error" in payload:
-        _raise_remote(payload["error"])
+        raise_remote(payload["error"], "daemon read failed")
     rows: list[dict[str, Any]] = payload["items"]
     for r in rows:
         r.setdefault("via", f"daemon {payload.get('daemon', '')}".strip())

@@ -35,12 +35,9 @@ from protocols.client import LoadCommand, LoadControl, LoadControlRequest, Meter
 from protocols.errors import (
     CircuitOpenError,
     ConfigError,
-    DeviceError,
     HeadendError,
     LocalProtocolError,
-    NoResponseError,
     TransportError,
-    UnknownOutcomeError,
 )
 from protocols.factory import open_client
 
@@ -149,19 +146,13 @@ async def _send(
             await client.aclose()
 
 
-_REMOTE_ERRORS: dict[str, type[HeadendError]] = {
-    "UnknownOutcomeError": UnknownOutcomeError, "NoResponseError": NoResponseError, "TransportError": TransportError,
-    "ConfigError": ConfigError, "LocalProtocolError": LocalProtocolError,
-}
-
-
 def _via_daemon(ctx: typer.Context, port: str, request: LoadControlRequest) -> dict[str, Any] | None:
     """Send through the daemon that owns ``port`` (its worker serialises the line); None if none does."""
     import json
     import urllib.error
     import urllib.request
 
-    from headend.ipc import find_daemon
+    from headend.ipc import find_daemon, raise_remote
 
     found = find_daemon(settings_from(ctx).data_dir, port)
     if found is None:
@@ -187,12 +178,9 @@ def _via_daemon(ctx: typer.Context, port: str, request: LoadControlRequest) -> d
         return None
     if "error" in payload:
         err = payload["error"]
-        kind, msg = str(err.get("type", "")), str(err.get("message", "daemon load command failed"))
-        if kind == "DeviceError":
-            raise DeviceError(msg, code=int(err.get("code", 0)), flags=tuple(err.get("flags", ())))
-        if kind == "CircuitOpenError":
+        if err.get("type") == "CircuitOpenError":
             raise CircuitOpenError(request.device, 0.0)
-        raise _REMOTE_ERRORS.get(kind, TransportError)(msg)
+        raise_remote(err, "daemon load command failed")
     result: dict[str, Any] = payload["result"]
     result["via"] = f"daemon {payload.get('daemon', '')}".strip()
     return result
